@@ -1,0 +1,1 @@
+//! Alert rules evaluated on the merged telemetry map (being written).

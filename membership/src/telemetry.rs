@@ -1,0 +1,1 @@
+//! Telemetry records and their CRDT merge (being written).
