@@ -2,6 +2,7 @@
 //! [`NodeId`], the per-start [`Generation`], and the SWIM identity that combines
 //! them with the advertised address.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -67,6 +68,77 @@ impl fmt::Display for Generation {
     }
 }
 
+/// What a node is in the cluster: a Raft voter (`Seed`) or not (`Member`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// One of the 3 or 5 agents that form the Raft group.
+    Seed,
+    /// Every other agent.
+    Member,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Seed => "seed",
+            Role::Member => "member",
+        })
+    }
+}
+
+/// Most labels a node may carry (region, zone, rack and a few more).
+pub const LABELS_MAX: usize = 8;
+/// Longest label key, in bytes.
+pub const LABEL_KEY_LEN_MAX: usize = 32;
+/// Longest label value, in bytes.
+pub const LABEL_VALUE_LEN_MAX: usize = 64;
+/// Longest agent version string, in bytes.
+pub const VERSION_LEN_MAX: usize = 32;
+
+/// Metadata every member can see about every other: it travels inside the
+/// SWIM identity, so it is fixed for one run of an agent (a change of labels
+/// or role takes a restart, which is also what bumps the generation).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MemberMeta {
+    /// Seed or member.
+    pub role: Role,
+    /// Locality and other labels (`region`, `zone`, `rack`, ...), ordered.
+    pub labels: BTreeMap<String, String>,
+    /// The agent's version (`CARGO_PKG_VERSION` of the agent).
+    pub version: String,
+}
+
+impl MemberMeta {
+    /// Checks the size limits ([`LABELS_MAX`], [`LABEL_KEY_LEN_MAX`],
+    /// [`LABEL_VALUE_LEN_MAX`], [`VERSION_LEN_MAX`]); they keep an identity
+    /// small enough that a SWIM packet carries several updates.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.labels.len() > LABELS_MAX {
+            return Err(format!(
+                "at most {LABELS_MAX} labels, got {}",
+                self.labels.len()
+            ));
+        }
+        for (key, value) in &self.labels {
+            if key.is_empty() || key.len() > LABEL_KEY_LEN_MAX {
+                return Err(format!(
+                    "label key {key:?} must be 1 to {LABEL_KEY_LEN_MAX} bytes"
+                ));
+            }
+            if value.len() > LABEL_VALUE_LEN_MAX {
+                return Err(format!(
+                    "label {key:?} value must be at most {LABEL_VALUE_LEN_MAX} bytes"
+                ));
+            }
+        }
+        if self.version.len() > VERSION_LEN_MAX {
+            return Err(format!("version must be at most {VERSION_LEN_MAX} bytes"));
+        }
+        Ok(())
+    }
+}
+
 /// The SWIM identity of one run of an agent: who, where, which start, and
 /// how many times this run has rejoined after being declared down.
 ///
@@ -87,6 +159,27 @@ pub struct Identity {
     /// down, or was on the other side of a partition, come back at once
     /// without a restart.
     pub rejoin: u32,
+    /// Role, labels and version, visible to every member.
+    pub meta: MemberMeta,
+}
+
+impl Identity {
+    /// A stand-in identity for a peer known only by node id and address
+    /// (a seed before we have heard from it): enough to send it an announce,
+    /// which foca accepts when the node id matches, whatever the generation.
+    pub fn placeholder(node_id: NodeId, addr: SocketAddr) -> Self {
+        Self {
+            node_id,
+            addr,
+            generation: Generation(0),
+            rejoin: 0,
+            meta: MemberMeta {
+                role: Role::Member,
+                labels: BTreeMap::new(),
+                version: String::new(),
+            },
+        }
+    }
 }
 
 impl foca::Identity for Identity {
@@ -124,7 +217,14 @@ mod tests {
         for good in ["db-07", "a", "node_1.zone-a", &"x".repeat(64)] {
             assert!(NodeId::new(good).is_ok(), "{good}");
         }
-        for bad in ["", ".hidden", "has space", "slash/", "ümlaut", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".hidden",
+            "has space",
+            "slash/",
+            "ümlaut",
+            &"x".repeat(65),
+        ] {
             assert!(NodeId::new(bad).is_err(), "{bad}");
         }
     }

@@ -8,7 +8,13 @@
 //! clock and network.
 
 pub mod alerts;
+pub mod codec;
 pub mod id;
+pub mod lifeguard;
+pub mod swim;
 pub mod telemetry;
 
-pub use id::{Generation, Identity, InvalidNodeId, NodeId};
+pub use id::{Generation, Identity, InvalidNodeId, MemberMeta, NodeId, Role};
+pub use swim::{
+    ConfigError, Event, MemberState, MemberView, Membership, MembershipConfig, Stats, Transmit,
+};

@@ -1,0 +1,297 @@
+//! The wire format of SWIM datagrams: a small envelope (magic, protocol
+//! version, cluster name) in front of foca's payload, and the MessagePack
+//! codec foca uses for headers and member updates.
+//!
+//! The envelope is checked before foca sees a byte, so packets of another
+//! cluster, another protocol version, or plain garbage are counted and
+//! dropped with a precise reason.
+
+use bytes::{Buf, BufMut};
+use foca::{Header, Member};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::Identity;
+
+/// First bytes of every Shoal datagram.
+pub const MAGIC: [u8; 3] = *b"SHL";
+/// Version of the datagram format. A packet with another version is dropped.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Longest cluster name, in bytes (it travels in every packet).
+pub const CLUSTER_NAME_LEN_MAX: usize = 64;
+
+/// Why a datagram was dropped before or inside foca. Exported as the
+/// `reason` label of the drop counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// Shorter than an envelope or not starting with [`MAGIC`].
+    Malformed,
+    /// A Shoal packet of another protocol version.
+    Version,
+    /// A Shoal packet of another cluster.
+    ForeignCluster,
+    /// Larger than the configured packet size.
+    TooBig,
+    /// The envelope was fine but foca could not decode or accept the payload.
+    Decode,
+    /// A packet that claims to come from this very node.
+    FromSelf,
+}
+
+impl DropReason {
+    /// Every reason, for exporting zeroed counters.
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Malformed,
+        DropReason::Version,
+        DropReason::ForeignCluster,
+        DropReason::TooBig,
+        DropReason::Decode,
+        DropReason::FromSelf,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Version => "version",
+            DropReason::ForeignCluster => "foreign_cluster",
+            DropReason::TooBig => "too_big",
+            DropReason::Decode => "decode",
+            DropReason::FromSelf => "from_self",
+        }
+    }
+}
+
+/// Builds and checks the envelope for one cluster.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    prefix: Vec<u8>,
+}
+
+impl Envelope {
+    /// The envelope for `cluster_name` (at most [`CLUSTER_NAME_LEN_MAX`]
+    /// bytes; the caller validates it).
+    pub fn new(cluster_name: &str) -> Self {
+        assert!(!cluster_name.is_empty() && cluster_name.len() <= CLUSTER_NAME_LEN_MAX);
+        let mut prefix = Vec::with_capacity(MAGIC.len() + 2 + cluster_name.len());
+        prefix.extend_from_slice(&MAGIC);
+        prefix.push(PROTOCOL_VERSION);
+        prefix.push(cluster_name.len() as u8);
+        prefix.extend_from_slice(cluster_name.as_bytes());
+        Self { prefix }
+    }
+
+    /// Bytes the envelope adds to every packet.
+    pub fn len(&self) -> usize {
+        self.prefix.len()
+    }
+
+    /// Always false: an envelope has at least magic, version and a name.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// `payload` with the envelope in front.
+    pub fn wrap(&self, payload: &[u8]) -> Vec<u8> {
+        let mut packet = Vec::with_capacity(self.prefix.len() + payload.len());
+        packet.extend_from_slice(&self.prefix);
+        packet.extend_from_slice(payload);
+        packet
+    }
+
+    /// The payload of `packet` if its envelope is ours.
+    pub fn open<'a>(&self, packet: &'a [u8]) -> Result<&'a [u8], DropReason> {
+        if packet.len() < MAGIC.len() + 2 || packet[..MAGIC.len()] != MAGIC {
+            return Err(DropReason::Malformed);
+        }
+        if packet[MAGIC.len()] != PROTOCOL_VERSION {
+            return Err(DropReason::Version);
+        }
+        match packet.strip_prefix(self.prefix.as_slice()) {
+            Some(payload) => Ok(payload),
+            None => Err(DropReason::ForeignCluster),
+        }
+    }
+}
+
+/// A MessagePack encoding or decoding failure inside a foca payload.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The item does not fit in the space foca left in the packet; nothing
+    /// was written.
+    #[error("item of {needed} bytes does not fit in {available}")]
+    NoSpace {
+        /// Encoded size of the item.
+        needed: usize,
+        /// Space left in the buffer.
+        available: usize,
+    },
+    /// Encoding failed (never expected for our types).
+    #[error("encode: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// The bytes are not a valid item.
+    #[error("decode: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+}
+
+/// foca's codec: every header and member as one MessagePack value.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MsgpackCodec;
+
+fn encode_item<T: Serialize>(item: &T, mut buf: impl BufMut) -> Result<(), CodecError> {
+    let bytes = rmp_serde::to_vec(item)?;
+    // foca requires that a failed encode leaves the buffer untouched.
+    if bytes.len() > buf.remaining_mut() {
+        return Err(CodecError::NoSpace {
+            needed: bytes.len(),
+            available: buf.remaining_mut(),
+        });
+    }
+    buf.put_slice(&bytes);
+    Ok(())
+}
+
+fn decode_item<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
+    // foca guarantees the data is contiguous, so the first chunk is all of it.
+    let chunk = buf.chunk();
+    let mut reader = chunk;
+    let item = rmp_serde::decode::from_read(&mut reader)?;
+    let consumed = chunk.len() - reader.len();
+    buf.advance(consumed);
+    Ok(item)
+}
+
+impl foca::Codec<Identity> for MsgpackCodec {
+    type Error = CodecError;
+
+    fn encode_header(
+        &mut self,
+        header: &Header<Identity>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
+        encode_item(header, buf)
+    }
+
+    fn decode_header(&mut self, buf: impl Buf) -> Result<Header<Identity>, Self::Error> {
+        decode_item(buf)
+    }
+
+    fn encode_member(
+        &mut self,
+        member: &Member<Identity>,
+        buf: impl BufMut,
+    ) -> Result<(), Self::Error> {
+        encode_item(member, buf)
+    }
+
+    fn decode_member(&mut self, buf: impl Buf) -> Result<Member<Identity>, Self::Error> {
+        decode_item(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_checks_magic_version_and_cluster() {
+        let ours = Envelope::new("prod-a");
+        let packet = ours.wrap(b"payload");
+        assert_eq!(ours.open(&packet), Ok(&b"payload"[..]));
+        assert_eq!(
+            Envelope::new("prod-b").open(&packet),
+            Err(DropReason::ForeignCluster)
+        );
+        // A longer name sharing our prefix is another cluster, not a payload.
+        assert_eq!(
+            Envelope::new("prod").open(&packet),
+            Err(DropReason::ForeignCluster)
+        );
+        let mut old = packet.clone();
+        old[3] = PROTOCOL_VERSION + 1;
+        assert_eq!(ours.open(&old), Err(DropReason::Version));
+        assert_eq!(ours.open(b"GET / HTTP/1.1"), Err(DropReason::Malformed));
+        assert_eq!(ours.open(b""), Err(DropReason::Malformed));
+    }
+
+    mod roundtrip {
+        use std::collections::BTreeMap;
+        use std::net::SocketAddr;
+
+        use foca::{Codec, Header, Member, Message, State};
+        use proptest::prelude::*;
+
+        use super::super::MsgpackCodec;
+        use crate::{Generation, Identity, MemberMeta, NodeId, Role};
+
+        fn identity() -> impl Strategy<Value = Identity> {
+            (
+                "[a-z][a-z0-9-]{0,20}",
+                any::<u16>(),
+                any::<u64>(),
+                any::<u32>(),
+                proptest::collection::btree_map("[a-z]{1,8}", "[a-z0-9-]{0,16}", 0..4),
+                any::<bool>(),
+            )
+                .prop_map(|(name, port, generation, rejoin, labels, seed)| Identity {
+                    node_id: NodeId::new(name).unwrap(),
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    generation: Generation(generation),
+                    rejoin,
+                    meta: MemberMeta {
+                        role: if seed { Role::Seed } else { Role::Member },
+                        labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                        version: "1.2.3".into(),
+                    },
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn headers_and_members_roundtrip(
+                src in identity(),
+                dst in identity(),
+                incarnation in any::<u16>(),
+                probe in any::<u8>(),
+                state in 0u8..3,
+            ) {
+                let mut codec = MsgpackCodec;
+                let header = Header {
+                    src: src.clone(),
+                    src_incarnation: incarnation,
+                    dst: dst.clone(),
+                    message: Message::PingReq { target: dst.clone(), probe_number: probe },
+                };
+                let state = [State::Alive, State::Suspect, State::Down][state as usize];
+                let member = Member::new(src, incarnation, state);
+                let mut buf = Vec::new();
+                codec.encode_header(&header, &mut buf).unwrap();
+                codec.encode_member(&member, &mut buf).unwrap();
+                let mut reader = &buf[..];
+                prop_assert_eq!(codec.decode_header(&mut reader).unwrap(), header);
+                prop_assert_eq!(codec.decode_member(&mut reader).unwrap(), member);
+                prop_assert!(reader.is_empty());
+            }
+
+            #[test]
+            fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let mut codec = MsgpackCodec;
+                let _ = codec.decode_header(&mut &bytes[..]);
+                let _ = codec.decode_member(&mut &bytes[..]);
+            }
+        }
+
+        #[test]
+        fn a_full_buffer_is_left_untouched() {
+            let mut codec = MsgpackCodec;
+            let member = Member::new(
+                Identity::placeholder(NodeId::new("n1").unwrap(), "127.0.0.1:1".parse().unwrap()),
+                0,
+                State::Alive,
+            );
+            let mut storage = [0u8; 8];
+            let mut buf = &mut storage[..];
+            assert!(codec.encode_member(&member, &mut buf).is_err());
+            assert_eq!(storage, [0u8; 8]);
+        }
+    }
+}

@@ -1,0 +1,1028 @@
+//! The membership node core: foca's SWIM with our runtime, timers,
+//! Lifeguard, seeds and member metadata, shaped like `quinn-proto`.
+//!
+//! Inputs arrive through [`Membership::handle_datagram`] and
+//! [`Membership::handle_timeout`], each with `now`; outputs leave through
+//! [`Membership::poll_transmit`], [`Membership::poll_event`] and
+//! [`Membership::poll_timeout`]. The driver (the agent's tokio shell or the
+//! simulator) owns sockets and clocks; this file owns every timer, so timers
+//! are delivered in order and stale ones do nothing.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use foca::{
+    AccumulatingRuntime, BroadcastHandler, Foca, Incarnation, Invalidates, Message,
+    OwnedNotification, PeriodicParams, State, Timer, TimerToken,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{CLUSTER_NAME_LEN_MAX, DropReason, Envelope, MsgpackCodec};
+use crate::lifeguard::{LocalHealth, suspicion_timeout};
+use crate::{Generation, Identity, NodeId};
+
+/// Most timers handled in one [`Membership::handle_timeout`] call; the rest
+/// wait for the next call. Guards against a timer that keeps rescheduling
+/// itself at `now`.
+pub const TIMERS_PER_CALL_MAX: usize = 10_000;
+/// Most accusers remembered per suspected member and incarnation.
+pub const ACCUSERS_PER_SUSPECT_MAX: usize = 16;
+/// Most (suspect, incarnation) pairs with accusations remembered; past it
+/// new accusations are dropped (they only shorten timeouts).
+pub const ACCUSED_MAX: usize = 4_096;
+/// Most queued outputs (transmits plus events) before the core refuses to
+/// queue more; a driver that keeps up never sees it.
+pub const OUTPUT_QUEUE_MAX: usize = 65_536;
+/// Smallest datagram we can be asked to fit in; below this not even a header
+/// with two identities fits.
+pub const PACKET_BYTES_MIN: usize = 512;
+
+/// Membership settings. Every duration is in virtual or real time alike.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipConfig {
+    /// Packets of another cluster name are dropped. 1 to 64 bytes.
+    pub cluster_name: String,
+    /// How often this node probes one member. Default 1 s. Lower detects
+    /// faster at the cost of more messages per second.
+    pub probe_period: Duration,
+    /// How long a direct probe waits for an ack before asking others to
+    /// probe indirectly. Default 500 ms; must be below `probe_period`.
+    pub probe_timeout: Duration,
+    /// How many members are asked to probe indirectly. Default 3.
+    pub indirect_probes: usize,
+    /// Suspicion timeout once enough independent accusers agree (or at
+    /// once, without Lifeguard). Default 2 s.
+    pub suspect_timeout_min: Duration,
+    /// Suspicion timeout with no confirmation (Lifeguard only). Default 8 s;
+    /// must be at least `suspect_timeout_min`.
+    pub suspect_timeout_max: Duration,
+    /// Independent accusers after which the suspicion timeout reaches its
+    /// minimum. Default 3.
+    pub confirmations_expected: u32,
+    /// Lifeguard on (default) or off (plain foca SWIM, for comparison).
+    pub lifeguard: bool,
+    /// Highest local health score; timeouts stretch by up to `1 + max`.
+    /// Default 8.
+    pub health_max: u32,
+    /// A timer delivered this late counts as a sign that this node is slow.
+    /// Default 200 ms.
+    pub timer_late_threshold: Duration,
+    /// How often pending updates are gossiped. Default 200 ms.
+    pub gossip_period: Duration,
+    /// Members gossiped to each period. Default 3.
+    pub gossip_fanout: usize,
+    /// Times each update is sent before it is dropped from the backlog.
+    /// Default 10 (about `4 * log10(n + 1)` for n = 300).
+    pub max_transmissions: u8,
+    /// How often the full member list is exchanged with a random member.
+    /// Default 30 s.
+    pub announce_period: Duration,
+    /// How often down members are announced to, so partitions heal by
+    /// themselves. Default 10 s.
+    pub announce_down_period: Duration,
+    /// How often seeds not seen alive are announced to. While this node
+    /// knows nobody it retries every `probe_period` instead. Default 10 s.
+    pub seed_announce_period: Duration,
+    /// How long a down member is remembered (and announced to) before it is
+    /// forgotten. Default 1 h. A partition longer than this still heals
+    /// through the seeds.
+    pub remove_down_after: Duration,
+    /// Largest datagram, envelope included. Default 1150 bytes: below the
+    /// smallest datagram QUIC guarantees before MTU discovery.
+    pub packet_bytes_max: usize,
+}
+
+impl MembershipConfig {
+    /// Defaults for a LAN cluster named `cluster_name`.
+    pub fn new(cluster_name: impl Into<String>) -> Self {
+        Self {
+            cluster_name: cluster_name.into(),
+            probe_period: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_probes: 3,
+            suspect_timeout_min: Duration::from_secs(2),
+            suspect_timeout_max: Duration::from_secs(8),
+            confirmations_expected: 3,
+            lifeguard: true,
+            health_max: 8,
+            timer_late_threshold: Duration::from_millis(200),
+            gossip_period: Duration::from_millis(200),
+            gossip_fanout: 3,
+            max_transmissions: 10,
+            announce_period: Duration::from_secs(30),
+            announce_down_period: Duration::from_secs(10),
+            seed_announce_period: Duration::from_secs(10),
+            remove_down_after: Duration::from_secs(3600),
+            packet_bytes_max: 1150,
+        }
+    }
+
+    /// foca's own `Config::new_lan(cluster_size)` timings with Lifeguard
+    /// off: the baseline the benchmarks compare against.
+    pub fn foca_lan_baseline(cluster_name: impl Into<String>, cluster_size: u32) -> Self {
+        let lan = foca::Config::new_lan(std::num::NonZeroU32::new(cluster_size.max(1)).unwrap());
+        Self {
+            probe_period: lan.probe_period,
+            probe_timeout: lan.probe_rtt,
+            indirect_probes: lan.num_indirect_probes.get(),
+            suspect_timeout_min: lan.suspect_to_down_after,
+            suspect_timeout_max: lan.suspect_to_down_after,
+            lifeguard: false,
+            max_transmissions: lan.max_transmissions.get(),
+            ..Self::new(cluster_name)
+        }
+    }
+
+    /// Checks every constraint; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, problem: String| Err(ConfigError { field, problem });
+        if self.cluster_name.is_empty() || self.cluster_name.len() > CLUSTER_NAME_LEN_MAX {
+            return bad(
+                "cluster_name",
+                format!("must be 1 to {CLUSTER_NAME_LEN_MAX} bytes"),
+            );
+        }
+        if self.probe_period.is_zero() {
+            return bad("probe_period", "must be positive".into());
+        }
+        if self.probe_timeout.is_zero() || self.probe_timeout >= self.probe_period {
+            return bad(
+                "probe_timeout",
+                "must be positive and below probe_period".into(),
+            );
+        }
+        if self.indirect_probes == 0 {
+            return bad("indirect_probes", "must be at least 1".into());
+        }
+        if self.suspect_timeout_min.is_zero() {
+            return bad("suspect_timeout_min", "must be positive".into());
+        }
+        if self.suspect_timeout_max < self.suspect_timeout_min {
+            return bad(
+                "suspect_timeout_max",
+                "must be at least suspect_timeout_min".into(),
+            );
+        }
+        if self.gossip_period.is_zero() || self.gossip_fanout == 0 {
+            return bad("gossip_period", "period and fanout must be positive".into());
+        }
+        if self.max_transmissions == 0 {
+            return bad("max_transmissions", "must be at least 1".into());
+        }
+        for (field, period) in [
+            ("announce_period", self.announce_period),
+            ("announce_down_period", self.announce_down_period),
+            ("seed_announce_period", self.seed_announce_period),
+            ("remove_down_after", self.remove_down_after),
+        ] {
+            if period.is_zero() {
+                return bad(field, "must be positive".into());
+            }
+        }
+        if self.packet_bytes_max < PACKET_BYTES_MIN || self.packet_bytes_max > 65_000 {
+            return bad(
+                "packet_bytes_max",
+                format!("must be {PACKET_BYTES_MIN} to 65000"),
+            );
+        }
+        Ok(())
+    }
+
+    fn foca_config(&self, envelope_len: usize) -> foca::Config {
+        let nonzero = |n: usize| NonZeroUsize::new(n).expect("validated positive");
+        foca::Config {
+            probe_period: self.probe_period,
+            probe_rtt: self.probe_timeout,
+            num_indirect_probes: nonzero(self.indirect_probes),
+            max_transmissions: NonZeroU8::new(self.max_transmissions).expect("validated"),
+            // With Lifeguard our runtime replaces this timeout per suspicion.
+            suspect_to_down_after: self.suspect_timeout_min,
+            remove_down_after: Some(self.remove_down_after),
+            max_packet_size: nonzero(self.packet_bytes_max - envelope_len),
+            notify_down_members: true,
+            periodic_announce: Some(PeriodicParams {
+                frequency: self.announce_period,
+                num_members: nonzero(1),
+            }),
+            periodic_announce_to_down_members: Some(PeriodicParams {
+                frequency: self.announce_down_period,
+                num_members: nonzero(2),
+            }),
+            periodic_gossip: Some(PeriodicParams {
+                frequency: self.gossip_period,
+                num_members: nonzero(self.gossip_fanout),
+            }),
+        }
+    }
+}
+
+/// A configuration value that breaks a constraint; nothing was built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("membership.{field}: {problem}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// A datagram for the driver to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The node it is for (the driver checks the peer's certificate names it).
+    pub node_id: NodeId,
+    /// Where to send it.
+    pub addr: SocketAddr,
+    /// The whole datagram, envelope included.
+    pub payload: Vec<u8>,
+}
+
+/// Something the driver may want to log or react to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A member became active (alive or suspect).
+    MemberUp(Identity),
+    /// A member was declared down (or left).
+    MemberDown(Identity),
+    /// A member's identity was replaced by a newer one (restart or rejoin).
+    Renamed {
+        /// The identity that was replaced.
+        old: Identity,
+        /// The identity that replaced it.
+        new: Identity,
+    },
+    /// This node knows at least one active member.
+    Active,
+    /// This node knows no active member.
+    Idle,
+    /// The cluster declared this node down; it rejoins at once.
+    Defunct,
+    /// This node rejoined with a renewed identity.
+    Rejoined(Identity),
+}
+
+/// A member's liveness as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Failed a probe; will be declared down unless it refutes in time.
+    Suspect,
+    /// Declared down (or left).
+    Down,
+}
+
+impl MemberState {
+    /// Every state, for exporting zeroed gauges.
+    pub const ALL: [MemberState; 3] = [MemberState::Alive, MemberState::Suspect, MemberState::Down];
+
+    /// Lowercase name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Down => "down",
+        }
+    }
+}
+
+/// One row of this node's member table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// Who, where, which generation, with metadata.
+    pub identity: Identity,
+    /// Alive, suspect or down.
+    pub state: MemberState,
+    /// When this node last received a packet from it (`None`: never directly,
+    /// only through gossip). For the local node: now.
+    pub last_heard: Option<Duration>,
+    /// Whether this row is the local node itself.
+    pub is_local: bool,
+}
+
+/// Counters of everything the core did, for metrics and reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to the driver.
+    pub packets_out: u64,
+    /// Bytes of those datagrams.
+    pub bytes_out: u64,
+    /// Datagrams received (dropped or not).
+    pub packets_in: u64,
+    /// Bytes of those datagrams.
+    pub bytes_in: u64,
+    /// Datagrams dropped, by reason.
+    pub drops: BTreeMap<DropReason, u64>,
+    /// Direct probes started.
+    pub probes: u64,
+    /// Probes that got no ack, direct or indirect.
+    pub probes_failed: u64,
+    /// Suspicions this node raised after a failed probe.
+    pub suspicions: u64,
+    /// Suspicions that ran out and were handed to foca as "down".
+    pub suspicions_expired: u64,
+    /// Accusations received from other members.
+    pub accusations_received: u64,
+    /// Timers delivered later than `timer_late_threshold`.
+    pub timers_late: u64,
+    /// Times another member said this node was suspect.
+    pub self_suspected: u64,
+}
+
+/// A member's claim that its probe of `target` failed: the Lifeguard
+/// confirmation that shortens everyone else's suspicion of it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Accusation {
+    target: NodeId,
+    target_generation: Generation,
+    target_rejoin: u32,
+    incarnation: Incarnation,
+    accuser: NodeId,
+}
+
+/// The custom broadcasts that ride on SWIM packets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Broadcast {
+    Accusation(Accusation),
+}
+
+/// What foca keeps per custom broadcast in its dissemination backlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroadcastKey(AccusationKey);
+
+type AccusationKey = (NodeId, Generation, u32, Incarnation, NodeId);
+
+impl Invalidates for BroadcastKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+/// State shared between the core and the codec/broadcast handler that foca
+/// owns (foca offers no access to them once built). Only ever locked from
+/// the thread driving the core, so never contended.
+#[derive(Debug, Default)]
+struct Inbox {
+    local_node: Option<NodeId>,
+    accusations_seen: BTreeSet<AccusationKey>,
+    accusations_new: Vec<Accusation>,
+    self_suspected_incarnation: Option<Incarnation>,
+    self_suspected_new: u64,
+}
+
+#[derive(Clone, Debug)]
+struct SharedInbox(Arc<Mutex<Inbox>>);
+
+impl SharedInbox {
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        // A poisoned lock means a panic in the core already; keep the state.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A broadcast that could not be decoded; the packet is dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("bad custom broadcast: {0}")]
+pub struct BroadcastError(#[from] rmp_serde::decode::Error);
+
+impl BroadcastHandler<Identity> for SharedInbox {
+    type Key = BroadcastKey;
+    type Error = BroadcastError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&Identity>,
+    ) -> Result<Option<BroadcastKey>, BroadcastError> {
+        let Broadcast::Accusation(accusation) = rmp_serde::from_slice(data)?;
+        let key = (
+            accusation.target.clone(),
+            accusation.target_generation,
+            accusation.target_rejoin,
+            accusation.incarnation,
+            accusation.accuser.clone(),
+        );
+        let mut inbox = self.lock();
+        if inbox.accusations_seen.len() >= ACCUSED_MAX * 4
+            || !inbox.accusations_seen.insert(key.clone())
+        {
+            return Ok(None);
+        }
+        inbox.accusations_new.push(accusation);
+        Ok(Some(BroadcastKey(key)))
+    }
+}
+
+/// foca's codec wrapped to notice when others suspect this node (a
+/// Lifeguard sign that this node is the slow one).
+#[derive(Debug)]
+struct ObservingCodec {
+    inner: MsgpackCodec,
+    inbox: SharedInbox,
+}
+
+impl foca::Codec<Identity> for ObservingCodec {
+    type Error = crate::codec::CodecError;
+
+    fn encode_header(
+        &mut self,
+        header: &foca::Header<Identity>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), Self::Error> {
+        self.inner.encode_header(header, buf)
+    }
+
+    fn decode_header(
+        &mut self,
+        buf: impl bytes::Buf,
+    ) -> Result<foca::Header<Identity>, Self::Error> {
+        self.inner.decode_header(buf)
+    }
+
+    fn encode_member(
+        &mut self,
+        member: &foca::Member<Identity>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), Self::Error> {
+        self.inner.encode_member(member, buf)
+    }
+
+    fn decode_member(
+        &mut self,
+        buf: impl bytes::Buf,
+    ) -> Result<foca::Member<Identity>, Self::Error> {
+        let member = self.inner.decode_member(buf)?;
+        if member.state() == State::Suspect {
+            let mut inbox = self.inbox.lock();
+            if inbox.local_node.as_ref() == Some(&member.id().node_id)
+                && inbox.self_suspected_incarnation < Some(member.incarnation())
+            {
+                inbox.self_suspected_incarnation = Some(member.incarnation());
+                inbox.self_suspected_new += 1;
+            }
+        }
+        Ok(member)
+    }
+}
+
+type SwimFoca = Foca<Identity, ObservingCodec, ChaCha8Rng, SharedInbox>;
+
+/// A suspicion this node raised after its own probe failed.
+#[derive(Clone, Debug)]
+struct Suspicion {
+    member: Identity,
+    incarnation: Incarnation,
+    token: TimerToken,
+    started_at: Duration,
+}
+
+#[derive(Clone, Debug)]
+enum CoreTimer {
+    Foca(Timer<Identity>),
+    SuspicionCheck(NodeId),
+    SeedAnnounce,
+    Prune,
+}
+
+/// The membership core of one node. See the module docs.
+pub struct Membership {
+    foca: SwimFoca,
+    runtime: AccumulatingRuntime<Identity>,
+    inbox: SharedInbox,
+    config: MembershipConfig,
+    envelope: Envelope,
+    timers: BTreeMap<(Duration, u64), CoreTimer>,
+    timer_seq: u64,
+    health: LocalHealth,
+    suspicions: BTreeMap<NodeId, Suspicion>,
+    /// Accusers heard of, by (suspect, generation, rejoin, incarnation).
+    accusations: BTreeMap<(NodeId, Generation, u32, Incarnation), BTreeMap<NodeId, Duration>>,
+    /// The probe in flight: target and probe number.
+    probe: Option<(NodeId, foca::ProbeNumber)>,
+    seeds: BTreeMap<NodeId, SocketAddr>,
+    last_heard: BTreeMap<NodeId, Duration>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    now: Duration,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", self.foca.identity())
+            .field("health", &self.health.score())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// A core for `identity`, not yet in touch with anyone: call
+    /// [`Membership::add_seed`] to join. `rng_seed` seeds every random
+    /// choice; `now` is the driver's monotonic time.
+    pub fn new(
+        identity: Identity,
+        config: MembershipConfig,
+        rng_seed: u64,
+        now: Duration,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        identity.meta.validate().map_err(|problem| ConfigError {
+            field: "labels",
+            problem,
+        })?;
+        let envelope = Envelope::new(&config.cluster_name);
+        let inbox = SharedInbox(Arc::new(Mutex::new(Inbox {
+            local_node: Some(identity.node_id.clone()),
+            ..Inbox::default()
+        })));
+        let codec = ObservingCodec {
+            inner: MsgpackCodec,
+            inbox: inbox.clone(),
+        };
+        let foca = Foca::with_custom_broadcast(
+            identity,
+            config.foca_config(envelope.len()),
+            ChaCha8Rng::seed_from_u64(rng_seed),
+            codec,
+            inbox.clone(),
+        );
+        let mut core = Self {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            inbox,
+            health: LocalHealth::new(config.health_max),
+            config,
+            envelope,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            suspicions: BTreeMap::new(),
+            accusations: BTreeMap::new(),
+            probe: None,
+            seeds: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            now,
+        };
+        core.schedule(now + core.config.probe_period, CoreTimer::SeedAnnounce);
+        core.schedule(now + core.config.suspect_timeout_max, CoreTimer::Prune);
+        Ok(core)
+    }
+
+    /// This node's current identity (it changes when it rejoins).
+    pub fn identity(&self) -> &Identity {
+        self.foca.identity()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &MembershipConfig {
+        &self.config
+    }
+
+    /// The local health score (0 = healthy).
+    pub fn local_health(&self) -> u32 {
+        self.health.score()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// How many other members are active (alive or suspect).
+    pub fn active_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// Remembers a seed and announces to it now and periodically while it
+    /// is not seen alive. The driver learns the seed's node id from the
+    /// seed itself (its TLS certificate) before calling this.
+    pub fn add_seed(&mut self, now: Duration, node_id: NodeId, addr: SocketAddr) {
+        self.advance(now);
+        if node_id == self.identity().node_id {
+            return;
+        }
+        self.seeds.insert(node_id.clone(), addr);
+        self.announce_to(node_id, addr);
+    }
+
+    /// Handles one received datagram. Garbage, foreign and oversized
+    /// packets are counted in [`Stats::drops`] and change nothing.
+    pub fn handle_datagram(&mut self, now: Duration, packet: &[u8]) {
+        self.advance(now);
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.len() as u64;
+        if let Err(reason) = self.receive(packet) {
+            *self.stats.drops.entry(reason).or_default() += 1;
+            tracing::debug!(
+                reason = reason.as_str(),
+                len = packet.len(),
+                "dropped datagram"
+            );
+        }
+        self.take_inbox(now);
+        self.drain_runtime(now);
+    }
+
+    /// Records a datagram the driver dropped before handing it over (for
+    /// instance one larger than any packet we would send).
+    pub fn record_drop(&mut self, reason: DropReason, len: usize) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += len as u64;
+        *self.stats.drops.entry(reason).or_default() += 1;
+    }
+
+    fn receive(&mut self, packet: &[u8]) -> Result<(), DropReason> {
+        if packet.len() > self.config.packet_bytes_max {
+            return Err(DropReason::TooBig);
+        }
+        let payload = self.envelope.open(packet)?;
+        self.foca
+            .handle_data(payload, &mut self.runtime)
+            .map_err(|error| match error {
+                foca::Error::DataFromOurselves => DropReason::FromSelf,
+                foca::Error::DataTooBig => DropReason::TooBig,
+                _ => DropReason::Decode,
+            })
+    }
+
+    /// When [`Membership::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Delivers every timer due at `now`, in order.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.advance(now);
+        if let Some((&(due, _), _)) = self.timers.first_key_value()
+            && now.saturating_sub(due) > self.config.timer_late_threshold
+        {
+            self.stats.timers_late += 1;
+            if self.config.lifeguard {
+                self.health.worse();
+            }
+        }
+        for _ in 0..TIMERS_PER_CALL_MAX {
+            let Some(entry) = self.timers.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            self.fire(now, timer);
+            self.take_inbox(now);
+            self.drain_runtime(now);
+        }
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Leaves the cluster: tells a few members this node is going down.
+    /// Send the resulting transmits before stopping.
+    pub fn leave(&mut self, now: Duration) {
+        self.advance(now);
+        if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(%error, "leave_cluster");
+        }
+        self.drain_runtime(now);
+    }
+
+    /// This node's member table, the local node included, ordered by node id.
+    pub fn members(&self) -> Vec<MemberView> {
+        let mut rows: Vec<MemberView> = self
+            .foca
+            .iter_membership_state()
+            .map(|member| MemberView {
+                identity: member.id().clone(),
+                state: match member.state() {
+                    State::Alive => MemberState::Alive,
+                    State::Suspect => MemberState::Suspect,
+                    State::Down => MemberState::Down,
+                },
+                last_heard: self.last_heard.get(&member.id().node_id).copied(),
+                is_local: false,
+            })
+            .collect();
+        rows.push(MemberView {
+            identity: self.identity().clone(),
+            state: MemberState::Alive,
+            last_heard: Some(self.now),
+            is_local: true,
+        });
+        rows.sort_by(|a, b| a.identity.node_id.cmp(&b.identity.node_id));
+        rows
+    }
+
+    fn advance(&mut self, now: Duration) {
+        // A driver may hand us an older `now` (clock reads race with event
+        // delivery); time inside the core never goes backwards.
+        self.now = self.now.max(now);
+    }
+
+    fn schedule(&mut self, at: Duration, timer: CoreTimer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), timer);
+    }
+
+    fn announce_to(&mut self, node_id: NodeId, addr: SocketAddr) {
+        let target = Identity::placeholder(node_id, addr);
+        if let Err(error) = self.foca.announce(target, &mut self.runtime) {
+            tracing::debug!(%error, "announce");
+        }
+        self.drain_runtime(self.now);
+    }
+
+    fn fire(&mut self, now: Duration, timer: CoreTimer) {
+        match timer {
+            CoreTimer::Foca(timer) => {
+                if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+                    tracing::debug!(%error, "foca timer");
+                }
+            }
+            CoreTimer::SuspicionCheck(node_id) => self.check_suspicion(now, &node_id),
+            CoreTimer::SeedAnnounce => {
+                let alive: BTreeSet<NodeId> = self
+                    .foca
+                    .iter_members()
+                    .map(|member| member.id().node_id.clone())
+                    .collect();
+                let lonely: Vec<(NodeId, SocketAddr)> = self
+                    .seeds
+                    .iter()
+                    .filter(|(node_id, _)| !alive.contains(*node_id))
+                    .map(|(node_id, addr)| (node_id.clone(), *addr))
+                    .collect();
+                for (node_id, addr) in lonely {
+                    self.announce_to(node_id, addr);
+                }
+                let period = if self.foca.num_members() == 0 {
+                    self.config.probe_period
+                } else {
+                    self.config.seed_announce_period
+                };
+                self.schedule(now + period, CoreTimer::SeedAnnounce);
+            }
+            CoreTimer::Prune => {
+                self.prune(now);
+                self.schedule(now + self.config.suspect_timeout_max, CoreTimer::Prune);
+            }
+        }
+    }
+
+    /// Forgets accusations older than the longest suspicion, and when-heard
+    /// times of members foca no longer knows.
+    fn prune(&mut self, now: Duration) {
+        let horizon = now.saturating_sub(self.health.scale(self.config.suspect_timeout_max) * 2);
+        self.accusations.retain(|_, accusers| {
+            accusers.retain(|_, at| *at >= horizon);
+            !accusers.is_empty()
+        });
+        let known: BTreeSet<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .map(|member| member.id().node_id.clone())
+            .collect();
+        self.last_heard.retain(|node_id, _| known.contains(node_id));
+        let mut inbox = self.inbox.lock();
+        let accusations = &self.accusations;
+        inbox
+            .accusations_seen
+            .retain(|(target, generation, rejoin, incarnation, _)| {
+                accusations.contains_key(&(target.clone(), *generation, *rejoin, *incarnation))
+            });
+    }
+
+    /// Confirmations of a suspicion: accusers other than this node and the
+    /// suspect itself.
+    fn confirmations(&self, suspicion: &Suspicion) -> u32 {
+        let key = (
+            suspicion.member.node_id.clone(),
+            suspicion.member.generation,
+            suspicion.member.rejoin,
+            suspicion.incarnation,
+        );
+        self.accusations.get(&key).map_or(0, |accusers| {
+            accusers
+                .keys()
+                .filter(|accuser| **accuser != self.identity().node_id)
+                .filter(|accuser| **accuser != suspicion.member.node_id)
+                .count() as u32
+        })
+    }
+
+    fn suspicion_deadline(&self, suspicion: &Suspicion) -> Duration {
+        // Fewer members than expected confirmations: expect what is possible.
+        let others = self.foca.num_members().saturating_sub(1) as u32;
+        let expected = self.config.confirmations_expected.min(others);
+        let timeout = suspicion_timeout(
+            self.config.suspect_timeout_min,
+            self.config.suspect_timeout_max,
+            self.confirmations(suspicion),
+            expected,
+        );
+        suspicion.started_at + self.health.scale(timeout)
+    }
+
+    fn check_suspicion(&mut self, now: Duration, node_id: &NodeId) {
+        let Some(suspicion) = self.suspicions.get(node_id) else {
+            return;
+        };
+        let deadline = self.suspicion_deadline(suspicion);
+        if deadline > now {
+            self.schedule(deadline, CoreTimer::SuspicionCheck(node_id.clone()));
+            return;
+        }
+        let suspicion = self.suspicions.remove(node_id).expect("present above");
+        self.stats.suspicions_expired += 1;
+        let timer = Timer::ChangeSuspectToDown {
+            member_id: suspicion.member,
+            incarnation: suspicion.incarnation,
+            token: suspicion.token,
+        };
+        if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+            tracing::debug!(%error, "suspect to down");
+        }
+    }
+
+    /// Picks up what the codec and broadcast handler noticed.
+    fn take_inbox(&mut self, now: Duration) {
+        let (accusations, self_suspected) = {
+            let mut inbox = self.inbox.lock();
+            let new = std::mem::take(&mut inbox.self_suspected_new);
+            (std::mem::take(&mut inbox.accusations_new), new)
+        };
+        if self_suspected > 0 {
+            self.stats.self_suspected += self_suspected;
+            if self.config.lifeguard {
+                self.health.worse();
+            }
+        }
+        for accusation in accusations {
+            if accusation.accuser == self.identity().node_id {
+                continue;
+            }
+            self.stats.accusations_received += 1;
+            let key = (
+                accusation.target.clone(),
+                accusation.target_generation,
+                accusation.target_rejoin,
+                accusation.incarnation,
+            );
+            if !self.accusations.contains_key(&key) && self.accusations.len() >= ACCUSED_MAX {
+                continue;
+            }
+            let accusers = self.accusations.entry(key).or_default();
+            if accusers.len() < ACCUSERS_PER_SUSPECT_MAX {
+                accusers.insert(accusation.accuser, now);
+            }
+            // A confirmation may bring a suspicion's deadline forward.
+            if let Some(suspicion) = self.suspicions.get(&accusation.target) {
+                let deadline = self.suspicion_deadline(suspicion);
+                self.schedule(
+                    deadline.max(now),
+                    CoreTimer::SuspicionCheck(accusation.target),
+                );
+            }
+        }
+    }
+
+    /// Moves foca's sends, timers and notifications into our queues.
+    fn drain_runtime(&mut self, now: Duration) {
+        while let Some((target, data)) = self.runtime.to_send() {
+            if self.transmits.len() >= OUTPUT_QUEUE_MAX {
+                tracing::warn!("membership transmit queue full; dropping a datagram");
+                continue;
+            }
+            let payload = self.envelope.wrap(&data);
+            self.stats.packets_out += 1;
+            self.stats.bytes_out += payload.len() as u64;
+            self.transmits.push_back(Transmit {
+                node_id: target.node_id.clone(),
+                addr: target.addr,
+                payload,
+            });
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.schedule_foca_timer(now, after, timer);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            self.notify(now, notification);
+        }
+    }
+
+    fn schedule_foca_timer(&mut self, now: Duration, after: Duration, timer: Timer<Identity>) {
+        let lifeguard = self.config.lifeguard;
+        match timer {
+            Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } if lifeguard => {
+                self.schedule(now + self.health.scale(after), CoreTimer::Foca(timer));
+            }
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                token,
+            } if lifeguard => {
+                self.stats.suspicions += 1;
+                let accusation = Accusation {
+                    target: member_id.node_id.clone(),
+                    target_generation: member_id.generation,
+                    target_rejoin: member_id.rejoin,
+                    incarnation,
+                    accuser: self.identity().node_id.clone(),
+                };
+                let suspicion = Suspicion {
+                    member: member_id.clone(),
+                    incarnation,
+                    token,
+                    started_at: now,
+                };
+                let deadline = self.suspicion_deadline(&suspicion);
+                self.suspicions.insert(member_id.node_id.clone(), suspicion);
+                self.schedule(deadline, CoreTimer::SuspicionCheck(member_id.node_id));
+                let data = rmp_serde::to_vec(&Broadcast::Accusation(accusation))
+                    .expect("accusations always encode");
+                if let Err(error) = self.foca.add_broadcast(&data) {
+                    tracing::debug!(%error, "accusation broadcast");
+                }
+            }
+            Timer::ChangeSuspectToDown { .. } => {
+                self.stats.suspicions += 1;
+                self.schedule(now + after, CoreTimer::Foca(timer));
+            }
+            timer => self.schedule(now + after, CoreTimer::Foca(timer)),
+        }
+    }
+
+    fn notify(&mut self, now: Duration, notification: OwnedNotification<Identity>) {
+        let event = match notification {
+            OwnedNotification::MemberUp(identity) => Event::MemberUp(identity),
+            OwnedNotification::MemberDown(identity) => {
+                self.suspicions.remove(&identity.node_id);
+                Event::MemberDown(identity)
+            }
+            OwnedNotification::Rename(old, new) => Event::Renamed { old, new },
+            OwnedNotification::Active => Event::Active,
+            OwnedNotification::Idle => Event::Idle,
+            OwnedNotification::Defunct => Event::Defunct,
+            OwnedNotification::Rejoin(identity) => {
+                self.inbox.lock().self_suspected_incarnation = None;
+                Event::Rejoined(identity)
+            }
+            OwnedNotification::DataReceived(header) => {
+                self.last_heard.insert(header.src.node_id.clone(), now);
+                let answered = match (&self.probe, &header.message) {
+                    (Some((target, number)), Message::Ack(acked)) => {
+                        *target == header.src.node_id && number == acked
+                    }
+                    (Some((_, number)), Message::IndirectAck { probe_number, .. }) => {
+                        number == probe_number
+                    }
+                    _ => false,
+                };
+                if answered {
+                    self.probe = None;
+                    if self.config.lifeguard {
+                        self.health.better();
+                    }
+                }
+                return;
+            }
+            OwnedNotification::DataSent(header) => {
+                if let Message::Ping(number) = header.message {
+                    self.stats.probes += 1;
+                    self.probe = Some((header.dst.node_id.clone(), number));
+                }
+                return;
+            }
+            OwnedNotification::ProbeFailed(_, _) => {
+                self.stats.probes_failed += 1;
+                self.probe = None;
+                if self.config.lifeguard {
+                    self.health.worse();
+                }
+                return;
+            }
+        };
+        if self.events.len() < OUTPUT_QUEUE_MAX {
+            self.events.push_back(event);
+        }
+    }
+}

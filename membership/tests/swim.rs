@@ -1,0 +1,382 @@
+//! The membership core driven by a tiny deterministic network: a handful of
+//! nodes, fixed latency, virtual time. The simulator does this at scale with
+//! faults; these tests pin down the core's own rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_membership::codec::DropReason;
+use shoal_membership::{
+    Generation, Identity, MemberMeta, MemberState, Membership, MembershipConfig, NodeId, Role,
+};
+
+const LATENCY: Duration = Duration::from_millis(5);
+
+fn identity(index: usize, generation: u64) -> Identity {
+    let mut labels = BTreeMap::new();
+    labels.insert("zone".to_string(), format!("z{}", index % 3));
+    Identity {
+        node_id: NodeId::new(format!("n{index}")).unwrap(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 7400 + index as u16)),
+        generation: Generation(generation),
+        rejoin: 0,
+        meta: MemberMeta {
+            role: if index < 3 { Role::Seed } else { Role::Member },
+            labels,
+            version: "0.0.0".into(),
+        },
+    }
+}
+
+/// Nodes exchanging datagrams with a fixed latency; `down` nodes neither
+/// send nor receive; `stalled` nodes get no timer or datagram until resumed.
+struct Net {
+    nodes: BTreeMap<SocketAddr, Membership>,
+    in_flight: BTreeMap<(Duration, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
+    seq: u64,
+    now: Duration,
+    down: BTreeSet<SocketAddr>,
+    /// Directed links that drop everything.
+    blocked: BTreeSet<(SocketAddr, SocketAddr)>,
+    trace: Vec<String>,
+}
+
+impl Net {
+    fn new(n: usize, config: &MembershipConfig, seed: u64) -> Self {
+        let mut net = Net {
+            nodes: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            now: Duration::ZERO,
+            down: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+            trace: Vec::new(),
+        };
+        for index in 0..n {
+            net.start(index, 1, config, seed);
+        }
+        net
+    }
+
+    fn start(&mut self, index: usize, generation: u64, config: &MembershipConfig, seed: u64) {
+        let id = identity(index, generation);
+        let mut core = Membership::new(id.clone(), config.clone(), seed + index as u64, self.now)
+            .expect("valid config");
+        for seed_index in 0..3 {
+            let seed_id = identity(seed_index, 0);
+            core.add_seed(self.now, seed_id.node_id, seed_id.addr);
+        }
+        self.down.remove(&id.addr);
+        self.nodes.insert(id.addr, core);
+        self.flush(id.addr);
+    }
+
+    fn flush(&mut self, from: SocketAddr) {
+        let core = self.nodes.get_mut(&from).unwrap();
+        while let Some(transmit) = core.poll_transmit() {
+            self.seq += 1;
+            self.trace.push(format!(
+                "{:?} {from} -> {} {}",
+                self.now,
+                transmit.addr,
+                transmit.payload.len()
+            ));
+            if !self.down.contains(&from) && !self.blocked.contains(&(from, transmit.addr)) {
+                self.in_flight.insert(
+                    (self.now + LATENCY, self.seq),
+                    (from, transmit.addr, transmit.payload),
+                );
+            }
+        }
+        while let Some(event) = core.poll_event() {
+            self.trace.push(format!("{:?} {from} {event:?}", self.now));
+        }
+    }
+
+    /// Advances virtual time to `until`, delivering datagrams and timers in
+    /// time order.
+    fn run_until(&mut self, until: Duration) {
+        loop {
+            let next_packet = self.in_flight.keys().next().map(|(at, _)| *at);
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter(|(addr, _)| !self.down.contains(addr))
+                .filter_map(|(addr, core)| core.poll_timeout().map(|at| (at, *addr)))
+                .min();
+            let next = match (next_packet, next_timer) {
+                (Some(p), Some((t, _))) => p.min(t),
+                (Some(p), None) => p,
+                (None, Some((t, _))) => t,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = next;
+            if next_packet == Some(next) {
+                let (_, (_, to, payload)) = self.in_flight.pop_first().unwrap();
+                if !self.down.contains(&to)
+                    && let Some(core) = self.nodes.get_mut(&to)
+                {
+                    core.handle_datagram(self.now, &payload);
+                    self.flush(to);
+                }
+            } else {
+                let (_, addr) = next_timer.unwrap();
+                self.nodes.get_mut(&addr).unwrap().handle_timeout(self.now);
+                self.flush(addr);
+            }
+        }
+        self.now = until;
+    }
+
+    /// Runs until `condition` holds, at most `limit` of virtual time.
+    fn run_until_true(&mut self, limit: Duration, condition: impl Fn(&Net) -> bool) -> bool {
+        let deadline = self.now + limit;
+        while self.now < deadline {
+            if condition(self) {
+                return true;
+            }
+            let step = self.now + Duration::from_millis(100);
+            self.run_until(step);
+        }
+        condition(self)
+    }
+
+    fn view(&self, observer: SocketAddr) -> BTreeMap<String, (MemberState, u64)> {
+        self.nodes[&observer]
+            .members()
+            .into_iter()
+            .map(|row| {
+                (
+                    row.identity.node_id.to_string(),
+                    (row.state, row.identity.generation.0),
+                )
+            })
+            .collect()
+    }
+
+    fn live(&self) -> Vec<SocketAddr> {
+        self.nodes
+            .keys()
+            .filter(|addr| !self.down.contains(addr))
+            .copied()
+            .collect()
+    }
+
+    fn all_see(&self, node: usize, state: MemberState, generation: Option<u64>) -> bool {
+        let name = format!("n{node}");
+        self.live().into_iter().all(|observer| {
+            self.view(observer)
+                .get(&name)
+                .is_some_and(|(seen, seen_generation)| {
+                    *seen == state && generation.is_none_or(|g| g == *seen_generation)
+                })
+        })
+    }
+}
+
+fn addr(index: usize) -> SocketAddr {
+    identity(index, 0).addr
+}
+
+#[test]
+fn five_nodes_find_each_other_through_seeds() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(5, &config, 7);
+    let converged = net.run_until_true(Duration::from_secs(10), |net| {
+        (0..5).all(|node| net.all_see(node, MemberState::Alive, Some(1)))
+    });
+    assert!(converged, "views: {:?}", net.view(addr(4)));
+    // Metadata travels with the identity.
+    let row = net.nodes[&addr(4)]
+        .members()
+        .into_iter()
+        .find(|row| row.identity.node_id.as_str() == "n0")
+        .unwrap();
+    assert_eq!(row.identity.meta.role, Role::Seed);
+    assert_eq!(row.identity.meta.labels["zone"], "z0");
+    assert!(row.last_heard.is_some());
+}
+
+#[test]
+fn a_crashed_node_is_declared_down_and_its_restart_wins() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(5, &config, 11);
+    assert!(net.run_until_true(Duration::from_secs(10), |net| {
+        (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    net.down.insert(addr(3));
+    assert!(
+        net.run_until_true(Duration::from_secs(30), |net| net.all_see(
+            3,
+            MemberState::Down,
+            Some(1)
+        )),
+        "view of n0: {:?}",
+        net.view(addr(0))
+    );
+    net.start(3, 2, &config, 99);
+    assert!(
+        net.run_until_true(Duration::from_secs(10), |net| net.all_see(
+            3,
+            MemberState::Alive,
+            Some(2)
+        )),
+        "view of n0: {:?}",
+        net.view(addr(0))
+    );
+    // The old generation is gone from every table, not listed beside the new.
+    for observer in net.live() {
+        let rows = net.nodes[&observer].members();
+        assert_eq!(
+            rows.iter()
+                .filter(|row| row.identity.node_id.as_str() == "n3")
+                .count(),
+            1
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_history_other_seed_other_history() {
+    let config = MembershipConfig::new("test");
+    let run = |seed| {
+        let mut net = Net::new(5, &config, seed);
+        net.run_until(Duration::from_secs(5));
+        net.down.insert(addr(2));
+        net.run_until(Duration::from_secs(20));
+        net.trace
+    };
+    assert_eq!(run(3), run(3));
+    assert_ne!(run(3), run(4));
+}
+
+#[test]
+fn foreign_and_garbage_packets_are_counted_and_change_nothing() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(3, &config, 5);
+    assert!(net.run_until_true(Duration::from_secs(10), |net| {
+        (0..3).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    let before = net.view(addr(0));
+    // A datagram of another cluster: the same bytes a real member would send.
+    let mut stranger =
+        Membership::new(identity(9, 1), MembershipConfig::new("other"), 1, net.now).unwrap();
+    stranger.add_seed(net.now, identity(0, 0).node_id, addr(0));
+    let foreign = stranger.poll_transmit().expect("an announce").payload;
+    let now = net.now;
+    let core = net.nodes.get_mut(&addr(0)).unwrap();
+    core.handle_datagram(now, &foreign);
+    core.handle_datagram(now, b"garbage");
+    core.handle_datagram(now, &vec![0u8; 4000]);
+    let mut bad_version = foreign.clone();
+    bad_version[3] = 99;
+    core.handle_datagram(now, &bad_version);
+    // Our envelope around garbage: foca refuses it.
+    let mut inner_garbage = b"SHL\x01\x04test".to_vec();
+    inner_garbage.extend_from_slice(&[0xc1; 40]);
+    core.handle_datagram(now, &inner_garbage);
+    let drops = &core.stats().drops;
+    assert_eq!(drops.get(&DropReason::ForeignCluster), Some(&1));
+    assert_eq!(drops.get(&DropReason::Malformed), Some(&1));
+    assert_eq!(drops.get(&DropReason::TooBig), Some(&1));
+    assert_eq!(drops.get(&DropReason::Version), Some(&1));
+    assert_eq!(drops.get(&DropReason::Decode), Some(&1));
+    assert_eq!(net.view(addr(0)), before);
+    assert!(!net.view(addr(0)).contains_key("n9"));
+}
+
+#[test]
+fn late_timers_raise_local_health_and_answered_probes_lower_it() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(3, &config, 21);
+    net.run_until(Duration::from_secs(5));
+    assert_eq!(net.nodes[&addr(1)].local_health(), 0);
+    // Stall node 1 for 3 s: its timers come due while it sleeps.
+    net.down.insert(addr(1));
+    net.run_until(Duration::from_secs(8));
+    net.down.remove(&addr(1));
+    let now = net.now;
+    net.nodes.get_mut(&addr(1)).unwrap().handle_timeout(now);
+    let raised = net.nodes[&addr(1)].local_health();
+    assert!(raised >= 1, "health {raised}");
+    assert!(net.nodes[&addr(1)].stats().timers_late >= 1);
+    // Healthy again: acked probes bring the score back down.
+    assert!(net.run_until_true(
+        Duration::from_secs(60),
+        |net| net.nodes[&addr(1)].local_health() == 0
+    ));
+}
+
+#[test]
+fn without_lifeguard_health_stays_zero() {
+    let config = MembershipConfig {
+        lifeguard: false,
+        ..MembershipConfig::new("test")
+    };
+    let mut net = Net::new(3, &config, 21);
+    net.run_until(Duration::from_secs(5));
+    net.down.insert(addr(1));
+    net.run_until(Duration::from_secs(8));
+    net.down.remove(&addr(1));
+    let now = net.now;
+    net.nodes.get_mut(&addr(1)).unwrap().handle_timeout(now);
+    assert_eq!(net.nodes[&addr(1)].local_health(), 0);
+    assert!(net.nodes[&addr(1)].stats().timers_late >= 1);
+}
+
+#[test]
+fn a_partition_heals_by_itself() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(5, &config, 8);
+    assert!(net.run_until_true(Duration::from_secs(10), |net| {
+        (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    // Cut {3, 4} off from {0, 1, 2} for a minute, both ways.
+    for a in 0..3 {
+        for b in 3..5 {
+            net.blocked.insert((addr(a), addr(b)));
+            net.blocked.insert((addr(b), addr(a)));
+        }
+    }
+    net.run_until(net.now + Duration::from_secs(60));
+    net.blocked.clear();
+    assert_eq!(net.view(addr(0))["n3"].0, MemberState::Down);
+    assert_eq!(net.view(addr(3))["n0"].0, MemberState::Down);
+    assert!(
+        net.run_until_true(Duration::from_secs(30), |net| {
+            (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
+        }),
+        "views: {:?}",
+        (0..5).map(|i| net.view(addr(i))).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let config = MembershipConfig {
+        probe_timeout: Duration::from_secs(5),
+        ..MembershipConfig::new("t")
+    };
+    assert_eq!(config.validate().unwrap_err().field, "probe_timeout");
+    let config = MembershipConfig::new("");
+    assert_eq!(config.validate().unwrap_err().field, "cluster_name");
+}
+
+#[test]
+fn newer_generation_wins_address_conflicts() {
+    use foca::Identity as _;
+    let old = identity(1, 1);
+    let new = identity(1, 2);
+    assert!(new.win_addr_conflict(&old));
+    assert!(!old.win_addr_conflict(&new));
+    let renewed = old.renew().unwrap();
+    assert!(renewed.win_addr_conflict(&old));
+    assert!(
+        new.win_addr_conflict(&renewed),
+        "a restart beats any rejoin of the old run"
+    );
+}
