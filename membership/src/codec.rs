@@ -35,17 +35,20 @@ pub enum DropReason {
     Decode,
     /// A packet that claims to come from this very node.
     FromSelf,
+    /// A packet whose SWIM sender is not the node its TLS certificate names.
+    Impersonation,
 }
 
 impl DropReason {
     /// Every reason, for exporting zeroed counters.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::Version,
         DropReason::ForeignCluster,
         DropReason::TooBig,
         DropReason::Decode,
         DropReason::FromSelf,
+        DropReason::Impersonation,
     ];
 
     /// The metric label value.
@@ -57,6 +60,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::Decode => "decode",
             DropReason::FromSelf => "from_self",
+            DropReason::Impersonation => "impersonation",
         }
     }
 }
@@ -131,6 +135,14 @@ pub enum CodecError {
     /// The bytes are not a valid item.
     #[error("decode: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
+    /// The header's sender is not the authenticated peer that sent it.
+    #[error("sender {claimed} arrived over a connection authenticated as {authenticated}")]
+    Impersonation {
+        /// The node id in the SWIM header.
+        claimed: String,
+        /// The node id in the peer's certificate.
+        authenticated: String,
+    },
 }
 
 /// foca's codec: every header and member as one MessagePack value.

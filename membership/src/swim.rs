@@ -374,6 +374,10 @@ struct Inbox {
     accusations_new: Vec<Accusation>,
     self_suspected_incarnation: Option<Incarnation>,
     self_suspected_new: u64,
+    /// The authenticated sender of the datagram being decoded, if the driver
+    /// knows it; a header claiming another sender is refused.
+    expected_src: Option<NodeId>,
+    impersonation: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -444,7 +448,19 @@ impl foca::Codec<Identity> for ObservingCodec {
         &mut self,
         buf: impl bytes::Buf,
     ) -> Result<foca::Header<Identity>, Self::Error> {
-        self.inner.decode_header(buf)
+        let header = self.inner.decode_header(buf)?;
+        let mut inbox = self.inbox.lock();
+        if let Some(authenticated) = &inbox.expected_src
+            && *authenticated != header.src.node_id
+        {
+            let error = crate::codec::CodecError::Impersonation {
+                claimed: header.src.node_id.to_string(),
+                authenticated: authenticated.to_string(),
+            };
+            inbox.impersonation = true;
+            return Err(error);
+        }
+        Ok(header)
     }
 
     fn encode_member(
@@ -616,13 +632,27 @@ impl Membership {
         self.announce_to(node_id, addr);
     }
 
-    /// Handles one received datagram. Garbage, foreign and oversized
-    /// packets are counted in [`Stats::drops`] and change nothing.
-    pub fn handle_datagram(&mut self, now: Duration, packet: &[u8]) {
+    /// Handles one received datagram. `from` is the sender as authenticated
+    /// by the transport (the node id in its TLS certificate), when known; a
+    /// packet claiming to be from someone else is dropped. Garbage, foreign
+    /// and oversized packets are counted in [`Stats::drops`] and change
+    /// nothing.
+    pub fn handle_datagram(&mut self, now: Duration, from: Option<&NodeId>, packet: &[u8]) {
         self.advance(now);
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
-        if let Err(reason) = self.receive(packet) {
+        self.inbox.lock().expected_src = from.cloned();
+        let received = self.receive(packet);
+        let impersonation = {
+            let mut inbox = self.inbox.lock();
+            inbox.expected_src = None;
+            std::mem::take(&mut inbox.impersonation)
+        };
+        let received = match received {
+            Err(_) if impersonation => Err(DropReason::Impersonation),
+            other => other,
+        };
+        if let Err(reason) = received {
             *self.stats.drops.entry(reason).or_default() += 1;
             tracing::debug!(
                 reason = reason.as_str(),

@@ -120,7 +120,7 @@ impl Net {
                 if !self.down.contains(&to)
                     && let Some(core) = self.nodes.get_mut(&to)
                 {
-                    core.handle_datagram(self.now, &payload);
+                    core.handle_datagram(self.now, None, &payload);
                     self.flush(to);
                 }
             } else {
@@ -269,23 +269,33 @@ fn foreign_and_garbage_packets_are_counted_and_change_nothing() {
     let foreign = stranger.poll_transmit().expect("an announce").payload;
     let now = net.now;
     let core = net.nodes.get_mut(&addr(0)).unwrap();
-    core.handle_datagram(now, &foreign);
-    core.handle_datagram(now, b"garbage");
-    core.handle_datagram(now, &vec![0u8; 4000]);
+    core.handle_datagram(now, None, &foreign);
+    core.handle_datagram(now, None, b"garbage");
+    core.handle_datagram(now, None, &vec![0u8; 4000]);
     let mut bad_version = foreign.clone();
     bad_version[3] = 99;
-    core.handle_datagram(now, &bad_version);
+    core.handle_datagram(now, None, &bad_version);
     // Our envelope around garbage: foca refuses it.
     let mut inner_garbage = b"SHL\x01\x04test".to_vec();
     inner_garbage.extend_from_slice(&[0xc1; 40]);
-    core.handle_datagram(now, &inner_garbage);
+    core.handle_datagram(now, None, &inner_garbage);
+    // A real member's packet, but arriving over n2's authenticated connection.
+    let mut n1 = Membership::new(identity(1, 5), MembershipConfig::new("test"), 1, now).unwrap();
+    n1.add_seed(now, identity(0, 0).node_id, addr(0));
+    let spoofed = n1.poll_transmit().expect("an announce").payload;
+    core.handle_datagram(now, Some(&identity(2, 0).node_id), &spoofed);
     let drops = &core.stats().drops;
+    assert_eq!(drops.get(&DropReason::Impersonation), Some(&1), "{drops:?}");
     assert_eq!(drops.get(&DropReason::ForeignCluster), Some(&1));
     assert_eq!(drops.get(&DropReason::Malformed), Some(&1));
     assert_eq!(drops.get(&DropReason::TooBig), Some(&1));
     assert_eq!(drops.get(&DropReason::Version), Some(&1));
     assert_eq!(drops.get(&DropReason::Decode), Some(&1));
-    assert_eq!(net.view(addr(0)), before);
+    assert_eq!(
+        net.view(addr(0)),
+        before,
+        "n1 generation 5 must not replace generation 1"
+    );
     assert!(!net.view(addr(0)).contains_key("n9"));
 }
 
