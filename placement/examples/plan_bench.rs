@@ -187,6 +187,15 @@ fn converge(state: &mut ClusterState, policy: &Policy) -> Run {
         }
         run.rounds += 1;
         assert!(run.rounds <= ROUNDS_MAX, "no convergence");
+        if std::env::var_os("PLAN_BENCH_VERBOSE").is_some() {
+            let mut by_reason = std::collections::BTreeMap::new();
+            for planned in &plan.moves {
+                let kind = format!("{}", planned.reason);
+                let kind = kind.split(' ').next().unwrap_or_default().to_string();
+                *by_reason.entry(kind).or_insert(0usize) += 1;
+            }
+            eprintln!("round {}: {:?}", run.rounds, by_reason);
+        }
         run.moves += count_moves(&plan);
         run.actions += plan.moves.len();
         state.history = plan.history.clone();

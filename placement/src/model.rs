@@ -310,11 +310,10 @@ pub struct PlannedMove {
 /// caller raises an alert from the notes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Infeasible {
-    /// Fewer usable locality domains than the replication factor: the shard's replicas will
-    /// share a domain (replication is still restored).
+    /// Fewer usable locality domains (at the policy's tier) than the replication factor:
+    /// some shards' replicas share a domain. Replication is still restored; the note stays
+    /// in every plan until enough domains are usable again.
     Spread {
-        /// The shard.
-        shard: ShardId,
         /// Domains with at least one usable node.
         domains: usize,
         /// The replication factor.

@@ -710,7 +710,7 @@ impl<'a> Planner<'a> {
             best = self.best_in_domain(shard, id, set, best);
         }
         if let Some((_, node)) = best {
-            return Choice::Node(node, true);
+            return Choice::Node(node);
         }
         if !unused_usable && self.unused_usable_domain_exists(&used) {
             return Choice::Defer;
@@ -736,7 +736,7 @@ impl<'a> Planner<'a> {
             }
         }
         match best_shared {
-            Some((_, _, node)) => Choice::Node(node, false),
+            Some((_, _, node)) => Choice::Node(node),
             None if self.some_node_could_take(shard) => Choice::Defer,
             None => Choice::None,
         }
@@ -801,6 +801,12 @@ impl<'a> Planner<'a> {
     fn repair(&mut self) {
         let rf = self.policy.replication_factor;
         let want = self.spread_want();
+        if self.domains_usable < rf && !self.shards.is_empty() {
+            self.notes.insert(Infeasible::Spread {
+                domains: self.domains_usable,
+                want: rf,
+            });
+        }
         let mut needy: Vec<(usize, u32)> = Vec::new();
         for index in 0..self.shards.len() as u32 {
             let state = &self.shards[index as usize];
@@ -840,16 +846,7 @@ impl<'a> Planner<'a> {
                 }
                 let id = self.shards[shard as usize].shard.id;
                 match self.choose_target(shard, live < rf) {
-                    Choice::Node(target, spread_kept) => {
-                        if !spread_kept {
-                            self.notes.insert(Infeasible::Spread {
-                                shard: id,
-                                domains: self.domains_usable,
-                                want: rf,
-                            });
-                        }
-                        self.plan_add(shard, target, reason);
-                    }
+                    Choice::Node(target) => self.plan_add(shard, target, reason),
                     Choice::Defer => break,
                     Choice::None => {
                         self.notes.insert(Infeasible::NoTarget { shard: id });
@@ -1469,8 +1466,8 @@ enum Band {
 }
 
 enum Choice {
-    /// This node; `true` if the shard's spread grows (or is kept).
-    Node(u32, bool),
+    /// This node.
+    Node(u32),
     /// Nothing now, but a node will have room in a later round.
     Defer,
     /// No node can ever take it under the current membership.

@@ -31,7 +31,10 @@ pub struct Policy {
     pub balance_band_ratio: f64,
     /// Absolute dead-band of balance, in mean-shard units (a shard of average size and QPS
     /// weighs 1): a node is over- or under-loaded only if it is also this far from the mean.
-    /// Keeps small clusters from chasing single shards. Default 1.0. Must be ≥ 0.
+    /// Keeps small clusters from chasing single shards. Default 1.5: with unit shards a node
+    /// sits at an integer count, possibly one above an integer mean; a band wider than one
+    /// shard plus the fraction a joining or leaving node moves the mean keeps such a node
+    /// still, so adding a node moves load onto it and nowhere else. Must be ≥ 0.
     pub balance_band_abs: f64,
     /// Share of QPS (vs size) in a shard's load weight, in `[0, 1]`. Default 0.5.
     pub qps_weight_ratio: f64,
@@ -72,7 +75,7 @@ impl Default for Policy {
             replication_factor: 3,
             spread_tier: Tier::Zone,
             balance_band_ratio: 0.05,
-            balance_band_abs: 1.0,
+            balance_band_abs: 1.5,
             qps_weight_ratio: 0.5,
             moves_per_round_max: 4096,
             moves_per_node_max: 16,
