@@ -209,7 +209,12 @@ fn converge(state: &mut ClusterState, policy: &Policy) -> Run {
 /// Per-node load in the planner's units (a mean shard weighs 1), over alive nodes.
 fn loads(state: &ClusterState, policy: &Policy, primaries: bool) -> Vec<f64> {
     let count = state.shards.len().max(1) as f64;
-    let mean_size = state.shards.iter().map(|s| s.size_bytes as f64).sum::<f64>() / count;
+    let mean_size = state
+        .shards
+        .iter()
+        .map(|s| s.size_bytes as f64)
+        .sum::<f64>()
+        / count;
     let mean_qps = state.shards.iter().map(|s| s.qps as f64).sum::<f64>() / count;
     let share = policy.qps_weight_ratio;
     let mut by_node = std::collections::BTreeMap::new();

@@ -437,15 +437,9 @@ impl fmt::Display for PlannedMove {
 impl fmt::Display for Infeasible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Infeasible::Spread {
-                shard,
-                domains,
-                want,
-            } => write!(
-                f,
-                "infeasible spread {} domains={domains} want={want}",
-                shard.0
-            ),
+            Infeasible::Spread { domains, want } => {
+                write!(f, "infeasible spread domains={domains} want={want}")
+            }
             Infeasible::NoTarget { shard } => write!(f, "infeasible no-target {}", shard.0),
             Infeasible::AllReplicasLost { shard } => {
                 write!(f, "infeasible all-replicas-lost {}", shard.0)
