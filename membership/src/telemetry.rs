@@ -1,1 +1,913 @@
-//! Telemetry records and their CRDT merge (being written).
+//! Cluster telemetry as a CRDT: every agent holds every node's latest record
+//! and they all converge to the same map.
+//!
+//! Layout:
+//! * [`record`]: the per-node record and its parts ([`NodeRecord`],
+//!   [`HostMetrics`], [`DatabaseReport`]), with validation.
+//! * [`map`]: the CRDT itself ([`TelemetryMap`]): last-writer-wins per node
+//!   by `(generation, sequence)`, plus removal tombstones.
+//! * [`wire`]: the versioned MessagePack envelope, broadcast deltas and their
+//!   foca key ([`TelemetryKey`]), anti-entropy digests and batches.
+//! * [`config`]: [`TelemetryConfig`], every rate and size.
+//! * this file: [`TelemetryStore`], the sans-IO state machine one agent
+//!   drives — the map plus local bookkeeping (this node's sequence, when each
+//!   record was last updated, tombstone expiry, counters, timers).
+//!
+//! No IO, no clock, no randomness: `now` is the driver's monotonic time as a
+//! `Duration` since an arbitrary origin, and the driver picks anti-entropy
+//! peers. Flow, as the agent drives it:
+//!
+//! ```text
+//! sysinfo / PUT /v1/agent/telemetry ─► set_host_metrics / set_database_report
+//! timer (poll_timeout) ─► handle_timeout(now) ─► [Broadcast(delta), StartAntiEntropy]
+//! Broadcast(delta)      ─► foca.add_broadcast(&delta.bytes)
+//!     foca's BroadcastHandler::receive_item(data, sender)
+//!                       ─► store.receive_delta(now, data, DeltaSource::from(sender))
+//! StartAntiEntropy      ─► pick a peer; send store.start_anti_entropy(now) on a stream
+//! bytes from a stream   ─► store.handle_anti_entropy(now, bytes) ─► maybe reply
+//! catalog says removed  ─► store.remove_node(now, node, generation) ─► broadcast
+//! ```
+
+pub mod config;
+mod error;
+pub mod map;
+pub mod record;
+pub mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+pub use config::TelemetryConfig;
+pub use error::TelemetryError;
+pub use map::{RecordMerge, TelemetryMap, TombstoneMerge};
+pub use record::{
+    AppliedPosition, DatabaseReport, DatabaseSnapshot, Epoch, HostMetrics, NodeRecord,
+    SchemaVersion, Sequence, ShardId, ShardReport, ShardRole, UNREACHABLE_PEERS_MAX, Version,
+};
+pub use wire::{
+    AntiEntropyMessage, Delta, Digest, EncodedDelta, RecordBatch, TelemetryKey, TelemetryKeyKind,
+    Tombstone,
+};
+
+use crate::{Generation, NodeId};
+
+/// Estimated encoded size of one tombstone besides its node id, bytes (array
+/// header, generation and retention as MessagePack integers). Used to keep
+/// anti-entropy batches within budget.
+const TOMBSTONE_OVERHEAD_BYTES: usize = 24;
+/// Room kept in an anti-entropy batch budget for the envelope and array
+/// headers, bytes.
+const BATCH_OVERHEAD_BYTES: usize = 64;
+
+/// Local bookkeeping about one node's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// When this agent last stored a newer version of the record (local
+    /// monotonic time). `now - updated_at` is the "telemetry age" of the node.
+    pub updated_at: Duration,
+    /// Encoded size of the record held, bytes.
+    pub encoded_bytes: usize,
+}
+
+/// Monotonic counters for the agent's metrics (`/metrics`). Each only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TelemetryCounters {
+    /// Local records written (refreshes that succeeded).
+    pub local_versions: u64,
+    /// Deltas handed out for broadcast.
+    pub deltas_sent: u64,
+    /// Deltas not produced because they exceed `delta_bytes_max`.
+    pub deltas_dropped_for_size: u64,
+    /// Records put into anti-entropy batches for peers.
+    pub versions_sent: u64,
+    /// Newer records accepted from peers (deltas and anti-entropy).
+    pub versions_received: u64,
+    /// Records received that were older than or identical to the one held.
+    pub stale_received: u64,
+    /// Merges where a held record and a different incoming one met and one
+    /// of them won.
+    pub merge_conflicts_resolved: u64,
+    /// Of those, conflicts between different records of the *same* version
+    /// (a writer reused a version), settled by the tie-break.
+    pub same_version_conflicts: u64,
+    /// Records refused because their generation was removed.
+    pub tombstoned_refused: u64,
+    /// Tombstones that raised a node's removal watermark here.
+    pub tombstones_received: u64,
+    /// Records deleted by a tombstone.
+    pub records_removed: u64,
+    /// Tombstones garbage-collected after their retention (or at `tombstones_max`).
+    pub tombstones_expired: u64,
+    /// Incoming deltas or anti-entropy messages that failed to decode or
+    /// validate, or were over their size limit.
+    pub decode_errors: u64,
+    /// Records of new nodes dropped at `nodes_max`.
+    pub nodes_max_refused: u64,
+    /// Anti-entropy messages handled.
+    pub anti_entropy_messages: u64,
+    /// Anti-entropy batches cut by the budget.
+    pub anti_entropy_truncated: u64,
+    /// Records of this very node, newer than its own, received from peers
+    /// (a reused generation, or another agent running with this node id).
+    pub own_record_conflicts: u64,
+}
+
+/// Where a delta handed to [`TelemetryStore::receive_delta`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaSource {
+    /// This agent's own `foca.add_broadcast` (foca's `sender` is `None`):
+    /// the key is returned whenever the delta is what the map holds, so foca
+    /// broadcasts it.
+    Local,
+    /// A peer's broadcast: the key is returned only if the delta was news,
+    /// so foca stops spreading what everyone has.
+    Peer,
+}
+
+impl<T> From<Option<&T>> for DeltaSource {
+    fn from(sender: Option<&T>) -> Self {
+        match sender {
+            None => DeltaSource::Local,
+            Some(_) => DeltaSource::Peer,
+        }
+    }
+}
+
+/// What the driver must do after [`TelemetryStore::handle_timeout`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TelemetryAction {
+    /// Hand `delta.bytes` to `foca.add_broadcast`.
+    Broadcast(EncodedDelta),
+    /// Pick a random live peer and send it [`TelemetryStore::start_anti_entropy`].
+    StartAntiEntropy,
+}
+
+/// What merging a batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MergeSummary {
+    /// Records inserted or replaced.
+    pub records_changed: usize,
+    /// Tombstones that raised a removal watermark.
+    pub tombstones_raised: usize,
+    /// Records refused (invalid, oversized, tombstoned or over `nodes_max`).
+    pub records_refused: usize,
+}
+
+/// One agent's telemetry state machine: the merged map of every node's
+/// record plus everything local. See the module docs for the flow.
+#[derive(Clone, Debug)]
+pub struct TelemetryStore {
+    config: TelemetryConfig,
+    node_id: NodeId,
+    generation: Generation,
+    agent_version: String,
+    /// Sequence of the last local record written (0: none yet). The next
+    /// refresh writes `sequence + 1`.
+    sequence: Sequence,
+    host: Option<HostMetrics>,
+    /// The last database report and when it arrived.
+    database: Option<(DatabaseReport, Duration)>,
+    unreachable_peers: BTreeSet<NodeId>,
+    map: TelemetryMap,
+    /// Exactly one entry per record in `map`.
+    meta: BTreeMap<NodeId, RecordMeta>,
+    /// Exactly one entry per tombstone in `map`.
+    tombstone_expires_at: BTreeMap<NodeId, Duration>,
+    counters: TelemetryCounters,
+    refresh_at: Duration,
+    anti_entropy_at: Duration,
+    /// The last node whose record went into a truncated anti-entropy batch;
+    /// the next batch starts after it so no node starves.
+    anti_entropy_cursor: Option<NodeId>,
+}
+
+impl TelemetryStore {
+    /// A store for the agent of `node_id` running as `generation`. The first
+    /// refresh is due at once, the first anti-entropy round one interval
+    /// from `now`.
+    pub fn new(
+        config: TelemetryConfig,
+        node_id: NodeId,
+        generation: Generation,
+        agent_version: impl Into<String>,
+        now: Duration,
+    ) -> Result<Self, TelemetryError> {
+        config.validate()?;
+        let agent_version = agent_version.into();
+        if agent_version.len() > record::AGENT_VERSION_LEN_MAX {
+            return Err(TelemetryError::InvalidConfig {
+                field: "agent_version",
+                reason: format!("at most {} bytes", record::AGENT_VERSION_LEN_MAX),
+            });
+        }
+        let anti_entropy_at = now + config.anti_entropy_interval;
+        Ok(Self {
+            config,
+            node_id,
+            generation,
+            agent_version,
+            sequence: Sequence(0),
+            host: None,
+            database: None,
+            unreachable_peers: BTreeSet::new(),
+            map: TelemetryMap::new(),
+            meta: BTreeMap::new(),
+            tombstone_expires_at: BTreeMap::new(),
+            counters: TelemetryCounters::default(),
+            refresh_at: now,
+            anti_entropy_at,
+            anti_entropy_cursor: None,
+        })
+    }
+
+    /// This agent's node.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// This agent's running generation.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &TelemetryConfig {
+        &self.config
+    }
+
+    /// The merged map (what `GET /v1/telemetry` shows and alerts evaluate).
+    pub fn map(&self) -> &TelemetryMap {
+        &self.map
+    }
+
+    /// The counters for `/metrics`.
+    pub fn counters(&self) -> &TelemetryCounters {
+        &self.counters
+    }
+
+    /// The newest record of `node_id`.
+    pub fn record(&self, node_id: &NodeId) -> Option<&NodeRecord> {
+        self.map.record(node_id)
+    }
+
+    /// Local bookkeeping about `node_id`'s record.
+    pub fn meta(&self, node_id: &NodeId) -> Option<&RecordMeta> {
+        self.meta.get(node_id)
+    }
+
+    /// The version of the local record, if one was written.
+    pub fn local_version(&self) -> Option<Version> {
+        (self.sequence.0 > 0).then_some(Version {
+            generation: self.generation,
+            sequence: self.sequence,
+        })
+    }
+
+    /// Telemetry age of every node: how long since this agent last stored a
+    /// newer version of its record. Ordered by node id.
+    pub fn ages(&self, now: Duration) -> impl Iterator<Item = (&NodeId, Duration)> + '_ {
+        self.meta
+            .iter()
+            .map(move |(node_id, meta)| (node_id, now.saturating_sub(meta.updated_at)))
+    }
+
+    /// Sets the latest host sample; it goes into the next refresh. Refused
+    /// (nothing changed) if it does not validate.
+    pub fn set_host_metrics(&mut self, host: HostMetrics) -> Result<(), TelemetryError> {
+        host.validate()?;
+        self.host = Some(host);
+        Ok(())
+    }
+
+    /// Sets the database's latest report, received at `now`; it goes into
+    /// the next refresh. Refused (the previous report stays) if it does not
+    /// validate; the error names the field.
+    pub fn set_database_report(
+        &mut self,
+        now: Duration,
+        report: DatabaseReport,
+    ) -> Result<(), TelemetryError> {
+        report.validate()?;
+        self.database = Some((report, now));
+        Ok(())
+    }
+
+    /// Sets the peers this agent currently finds unreachable (from its SWIM
+    /// view); it goes into the next refresh. The node itself is ignored.
+    pub fn set_unreachable_peers(&mut self, peers: impl IntoIterator<Item = NodeId>) {
+        self.unreachable_peers = peers
+            .into_iter()
+            .filter(|peer| *peer != self.node_id)
+            .collect();
+    }
+
+    /// Writes a new local record from the latest inputs (sequence + 1) and
+    /// stores it. Call [`Self::local_delta`] next to broadcast it; or let
+    /// [`Self::handle_timeout`] do both on schedule.
+    pub fn refresh(&mut self, now: Duration) -> Result<Version, TelemetryError> {
+        if self
+            .map
+            .tombstone(&self.node_id)
+            .is_some_and(|tombstone| tombstone >= self.generation)
+        {
+            return Err(TelemetryError::LocalNodeRemoved {
+                node_id: self.node_id.to_string(),
+                generation: self.generation.0,
+            });
+        }
+        let sequence = Sequence(
+            self.sequence
+                .0
+                .checked_add(1)
+                .expect("a u64 sequence bumped at most every 100ms never overflows"),
+        );
+        let version = Version {
+            generation: self.generation,
+            sequence,
+        };
+        let unreachable_peers_total =
+            u32::try_from(self.unreachable_peers.len()).unwrap_or(u32::MAX);
+        let record = NodeRecord {
+            node_id: self.node_id.clone(),
+            version,
+            agent_version: self.agent_version.clone(),
+            host: self.host.clone(),
+            database: self
+                .database
+                .as_ref()
+                .map(|(report, received_at)| DatabaseSnapshot {
+                    report_age_ms: duration_ms(now.saturating_sub(*received_at)),
+                    report: report.clone(),
+                }),
+            unreachable_peers: self
+                .unreachable_peers
+                .iter()
+                .take(UNREACHABLE_PEERS_MAX)
+                .cloned()
+                .collect(),
+            unreachable_peers_total,
+        };
+        // Every input was validated when set; check the whole again (pair
+        // assertion with the check on receipt at every peer).
+        record.validate()?;
+        let encoded_bytes = wire::encode_record(&record).len();
+        if encoded_bytes > self.config.record_bytes_max {
+            return Err(TelemetryError::RecordTooLarge {
+                size_bytes: encoded_bytes,
+                max_bytes: self.config.record_bytes_max,
+            });
+        }
+        let outcome = self.map.merge_record(record);
+        assert!(
+            outcome.changed(),
+            "a fresh local version always wins, got {outcome:?}"
+        );
+        self.sequence = sequence;
+        self.meta.insert(
+            self.node_id.clone(),
+            RecordMeta {
+                updated_at: now,
+                encoded_bytes,
+            },
+        );
+        self.counters.local_versions += 1;
+        self.refresh_at = now + self.config.refresh_interval;
+        self.check_invariants();
+        tracing::trace!(node = %self.node_id, %version, encoded_bytes, "telemetry refreshed");
+        Ok(version)
+    }
+
+    /// The local record as a delta to broadcast, or
+    /// [`TelemetryError::DeltaTooLarge`] if it does not fit in
+    /// `delta_bytes_max` (then don't broadcast: anti-entropy carries it).
+    pub fn local_delta(&mut self, now: Duration) -> Result<EncodedDelta, TelemetryError> {
+        let node_id = self.node_id.clone();
+        self.delta_for(now, &node_id)
+    }
+
+    /// The record (or, for a removed node, the tombstone) held for `node_id`
+    /// as a delta to broadcast; [`TelemetryError::DeltaTooLarge`] if it does
+    /// not fit, [`TelemetryError::UnknownNode`] if nothing is held.
+    pub fn delta_for(
+        &mut self,
+        now: Duration,
+        node_id: &NodeId,
+    ) -> Result<EncodedDelta, TelemetryError> {
+        let delta = if let Some(record) = self.map.record(node_id) {
+            Delta::Record(record.clone())
+        } else if let Some(tombstone) = self.tombstone_wire(now, node_id) {
+            Delta::Tombstone(tombstone)
+        } else {
+            return Err(TelemetryError::UnknownNode {
+                node_id: node_id.to_string(),
+            });
+        };
+        match wire::encode_delta(&delta, self.config.delta_bytes_max) {
+            Ok(encoded) => {
+                self.counters.deltas_sent += 1;
+                Ok(encoded)
+            }
+            Err(error) => {
+                if matches!(error, TelemetryError::DeltaTooLarge { .. }) {
+                    self.counters.deltas_dropped_for_size += 1;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes `node_id` up to and including `generation` (the catalog said
+    /// it was removed): its record is deleted here at once and refused from
+    /// now on; a newer generation (a rejoin) is still accepted. Returns the
+    /// tombstone as a delta to broadcast. Idempotent: the agent may call it
+    /// again for every node the catalog lists as removed.
+    pub fn remove_node(
+        &mut self,
+        now: Duration,
+        node_id: &NodeId,
+        generation: Generation,
+    ) -> Result<EncodedDelta, TelemetryError> {
+        if *node_id == self.node_id && generation >= self.generation {
+            return Err(TelemetryError::RemoveSelf {
+                node_id: node_id.to_string(),
+                generation: generation.0,
+            });
+        }
+        self.merge_tombstone(
+            now,
+            &Tombstone {
+                node_id: node_id.clone(),
+                generation,
+                retention_ms: duration_ms(self.config.tombstone_retention),
+            },
+        );
+        self.delta_for(now, node_id)
+    }
+
+    /// Decodes a delta from foca's `BroadcastHandler::receive_item` and
+    /// merges it. Returns the key foca should keep disseminating, or `None`
+    /// when the delta is no news (see [`DeltaSource`]). Errors (malformed,
+    /// oversized, invalid) change nothing but the `decode_errors` counter;
+    /// returning them to foca is fine (it only reports them).
+    pub fn receive_delta(
+        &mut self,
+        now: Duration,
+        data: &[u8],
+        source: DeltaSource,
+    ) -> Result<Option<TelemetryKey>, TelemetryError> {
+        let delta = match wire::decode_delta(data, self.config.delta_bytes_max) {
+            Ok(delta) => delta,
+            Err(error) => {
+                self.counters.decode_errors += 1;
+                tracing::debug!(%error, "telemetry delta dropped");
+                return Err(error);
+            }
+        };
+        let key = delta.key();
+        let keep = match delta {
+            Delta::Record(record) => {
+                let node_id = record.node_id.clone();
+                let version = record.version;
+                let outcome = self.merge_record(now, record)?;
+                outcome.changed()
+                    || (source == DeltaSource::Local
+                        && self
+                            .map
+                            .record(&node_id)
+                            .is_some_and(|held| held.version == version))
+            }
+            Delta::Tombstone(tombstone) => {
+                let outcome = self.merge_tombstone(now, &tombstone);
+                outcome.raised
+                    || (source == DeltaSource::Local
+                        && self.map.tombstone(&tombstone.node_id) == Some(tombstone.generation))
+            }
+        };
+        Ok(keep.then_some(key))
+    }
+
+    /// Validates and merges one record received from a peer (or the
+    /// simulator), updating its metadata and the counters.
+    pub fn merge_record(
+        &mut self,
+        now: Duration,
+        record: NodeRecord,
+    ) -> Result<RecordMerge, TelemetryError> {
+        if let Err(error) = record.validate() {
+            self.counters.decode_errors += 1;
+            return Err(error);
+        }
+        let encoded_bytes = wire::encode_record(&record).len();
+        if encoded_bytes > self.config.record_bytes_max {
+            self.counters.decode_errors += 1;
+            return Err(TelemetryError::RecordTooLarge {
+                size_bytes: encoded_bytes,
+                max_bytes: self.config.record_bytes_max,
+            });
+        }
+        let is_new_node = self.map.record(&record.node_id).is_none();
+        if is_new_node && self.map.len() >= self.config.nodes_max {
+            self.counters.nodes_max_refused += 1;
+            return Err(TelemetryError::TooManyNodes {
+                node_id: record.node_id.to_string(),
+                nodes_max: self.config.nodes_max,
+            });
+        }
+        if record.node_id == self.node_id {
+            self.notice_own_record(now, &record);
+        }
+        let node_id = record.node_id.clone();
+        let version = record.version;
+        let outcome = self.map.merge_record(record);
+        if outcome.resolved_conflict() {
+            self.counters.merge_conflicts_resolved += 1;
+        }
+        match outcome {
+            RecordMerge::Inserted | RecordMerge::Replaced | RecordMerge::TieBrokeIncoming => {
+                self.counters.versions_received += 1;
+                self.meta.insert(
+                    node_id.clone(),
+                    RecordMeta {
+                        updated_at: now,
+                        encoded_bytes,
+                    },
+                );
+            }
+            RecordMerge::Duplicate | RecordMerge::Stale => self.counters.stale_received += 1,
+            RecordMerge::TieBrokeKnown => {}
+            RecordMerge::Tombstoned => self.counters.tombstoned_refused += 1,
+        }
+        if matches!(
+            outcome,
+            RecordMerge::TieBrokeIncoming | RecordMerge::TieBrokeKnown
+        ) {
+            self.counters.same_version_conflicts += 1;
+            tracing::warn!(node = %node_id, %version, "two different telemetry records with the same version; tie-broken");
+        }
+        self.check_invariants();
+        Ok(outcome)
+    }
+
+    /// A peer holds a record of this very node. If it is newer than ours in
+    /// our own generation (our sequence restarted, e.g. a data dir restored
+    /// from a backup), jump past it and refresh at once so our next record
+    /// wins everywhere. A newer generation means another agent runs under
+    /// our node id: we can only log it.
+    fn notice_own_record(&mut self, now: Duration, record: &NodeRecord) {
+        let ours = Version {
+            generation: self.generation,
+            sequence: self.sequence,
+        };
+        if record.version <= ours {
+            return;
+        }
+        self.counters.own_record_conflicts += 1;
+        if record.version.generation == self.generation {
+            tracing::warn!(node = %self.node_id, theirs = %record.version, %ours, "peers hold a newer record of this node; skipping ahead");
+            self.sequence = record.version.sequence;
+            self.refresh_at = now;
+        } else {
+            tracing::warn!(node = %self.node_id, theirs = %record.version, %ours, "a newer generation of this node id is running elsewhere");
+        }
+    }
+
+    /// Merges one tombstone (from a delta, a digest or a batch). A new one
+    /// (or a raised generation) is kept for `min(tombstone_retention,
+    /// tombstone.retention_ms)`; a copy of one already held can only shorten
+    /// its expiry, so copies across the cluster expire together. One whose
+    /// remaining retention is under one anti-entropy interval deletes what it
+    /// covers but is not kept (it would bounce back from peers that already
+    /// dropped theirs).
+    pub fn merge_tombstone(&mut self, now: Duration, tombstone: &Tombstone) -> TombstoneMerge {
+        let retention = self
+            .config
+            .tombstone_retention
+            .min(Duration::from_millis(tombstone.retention_ms));
+        let expires_at = now + retention;
+        let before = self.map.tombstone(&tombstone.node_id);
+        let outcome = self
+            .map
+            .merge_tombstone(&tombstone.node_id, tombstone.generation);
+        if outcome.removed_record {
+            self.meta.remove(&tombstone.node_id);
+            self.counters.records_removed += 1;
+        }
+        if outcome.raised {
+            self.counters.tombstones_received += 1;
+            tracing::debug!(node = %tombstone.node_id, generation = %tombstone.generation, "telemetry tombstone");
+            if retention < self.config.anti_entropy_interval {
+                // Too close to expiry to keep: fall back to the older
+                // watermark we held (with its own expiry), if any.
+                self.map.forget_tombstone(&tombstone.node_id);
+                if let Some(generation) = before {
+                    self.map.merge_tombstone(&tombstone.node_id, generation);
+                }
+            } else {
+                self.tombstone_expires_at
+                    .insert(tombstone.node_id.clone(), expires_at);
+                self.enforce_tombstones_max();
+            }
+        } else if before == Some(tombstone.generation)
+            && let Some(known) = self.tombstone_expires_at.get_mut(&tombstone.node_id)
+        {
+            *known = (*known).min(expires_at);
+        }
+        self.check_invariants();
+        outcome
+    }
+
+    fn enforce_tombstones_max(&mut self) {
+        while self.tombstone_expires_at.len() > self.config.tombstones_max {
+            let (node_id, _) = self
+                .tombstone_expires_at
+                .iter()
+                .min_by_key(|(node_id, expires_at)| (**expires_at, (*node_id).clone()))
+                .map(|(node_id, expires_at)| (node_id.clone(), *expires_at))
+                .expect("over the limit means not empty");
+            self.forget_tombstone(&node_id);
+        }
+    }
+
+    fn forget_tombstone(&mut self, node_id: &NodeId) {
+        self.tombstone_expires_at.remove(node_id);
+        self.map.forget_tombstone(node_id);
+        self.counters.tombstones_expired += 1;
+    }
+
+    /// Garbage-collects tombstones whose retention has passed.
+    pub fn expire_tombstones(&mut self, now: Duration) {
+        let expired: Vec<NodeId> = self
+            .tombstone_expires_at
+            .iter()
+            .filter(|(_, expires_at)| **expires_at <= now)
+            .map(|(node_id, _)| node_id.clone())
+            .collect();
+        for node_id in expired {
+            tracing::debug!(node = %node_id, "telemetry tombstone expired");
+            self.forget_tombstone(&node_id);
+        }
+        self.check_invariants();
+    }
+
+    fn tombstone_wire(&self, now: Duration, node_id: &NodeId) -> Option<Tombstone> {
+        let generation = self.map.tombstone(node_id)?;
+        let expires_at = self.tombstone_expires_at.get(node_id)?;
+        Some(Tombstone {
+            node_id: node_id.clone(),
+            generation,
+            retention_ms: duration_ms(expires_at.saturating_sub(now)),
+        })
+    }
+
+    /// The anti-entropy digest: the version of every record held and every
+    /// tombstone.
+    pub fn digest(&self, now: Duration) -> Digest {
+        Digest {
+            records: self
+                .map
+                .records()
+                .map(|record| (record.node_id.clone(), record.version))
+                .collect(),
+            tombstones: self
+                .map
+                .tombstones()
+                .filter_map(|(node_id, _)| self.tombstone_wire(now, node_id))
+                .collect(),
+        }
+    }
+
+    /// What a peer with `peer` digest lacks: tombstones it does not hold,
+    /// then records it does not hold at all, then records it holds older
+    /// versions of — each group in node order starting after the previous
+    /// truncated batch — within `anti_entropy_bytes_max` and
+    /// `anti_entropy_records_max`. Records the peer's tombstones cover are
+    /// skipped (it would refuse them).
+    pub fn missing_for(&mut self, now: Duration, peer: &Digest) -> RecordBatch {
+        let peer_tombstones: BTreeMap<&NodeId, Generation> = peer
+            .tombstones
+            .iter()
+            .map(|tombstone| (&tombstone.node_id, tombstone.generation))
+            .collect();
+        let budget_bytes = self
+            .config
+            .anti_entropy_bytes_max
+            .saturating_sub(BATCH_OVERHEAD_BYTES);
+        let mut used_bytes = 0;
+        let mut batch = RecordBatch::default();
+
+        for (node_id, generation) in self.map.tombstones() {
+            if peer_tombstones
+                .get(node_id)
+                .is_some_and(|theirs| *theirs >= generation)
+            {
+                continue;
+            }
+            let cost = node_id.as_str().len() + TOMBSTONE_OVERHEAD_BYTES;
+            if used_bytes + cost > budget_bytes {
+                batch.truncated = true;
+                break;
+            }
+            if let Some(tombstone) = self.tombstone_wire(now, node_id) {
+                used_bytes += cost;
+                batch.tombstones.push(tombstone);
+            }
+        }
+
+        // (lacks entirely?, wraps around the cursor?, node id): the order
+        // records are offered in.
+        let mut candidates: Vec<(bool, bool, &NodeRecord)> = self
+            .map
+            .records()
+            .filter(|record| {
+                let newer = peer
+                    .records
+                    .get(&record.node_id)
+                    .is_none_or(|theirs| *theirs < record.version);
+                let refused = peer_tombstones
+                    .get(&record.node_id)
+                    .is_some_and(|theirs| record.version.generation <= *theirs);
+                newer && !refused
+            })
+            .map(|record| {
+                let held = peer.records.contains_key(&record.node_id);
+                let wrapped = self
+                    .anti_entropy_cursor
+                    .as_ref()
+                    .is_some_and(|cursor| record.node_id <= *cursor);
+                (held, wrapped, record)
+            })
+            .collect();
+        candidates.sort_by(|left, right| {
+            (left.0, left.1, &left.2.node_id).cmp(&(right.0, right.1, &right.2.node_id))
+        });
+
+        let mut last_sent = None;
+        for (_, _, record) in candidates {
+            let cost = self
+                .meta
+                .get(&record.node_id)
+                .map(|meta| meta.encoded_bytes)
+                .expect("every record has its meta");
+            if batch.truncated
+                || batch.records.len() >= self.config.anti_entropy_records_max
+                || used_bytes + cost > budget_bytes
+            {
+                batch.truncated = true;
+                break;
+            }
+            used_bytes += cost;
+            last_sent = Some(record.node_id.clone());
+            batch.records.push(record.clone());
+        }
+        if batch.truncated {
+            self.counters.anti_entropy_truncated += 1;
+            self.anti_entropy_cursor = last_sent;
+        } else {
+            self.anti_entropy_cursor = None;
+        }
+        self.counters.versions_sent += batch.records.len() as u64;
+        debug_assert!(batch.records.len() <= self.config.anti_entropy_records_max);
+        debug_assert!(used_bytes <= budget_bytes);
+        batch
+    }
+
+    /// Merges a batch from a peer: tombstones first, then records. Invalid
+    /// records are skipped and counted, the rest still merge.
+    pub fn merge_batch(&mut self, now: Duration, batch: RecordBatch) -> MergeSummary {
+        let mut summary = MergeSummary::default();
+        for tombstone in &batch.tombstones {
+            if self.merge_tombstone(now, tombstone).raised {
+                summary.tombstones_raised += 1;
+            }
+        }
+        for record in batch.records {
+            match self.merge_record(now, record) {
+                Ok(outcome) if outcome.changed() => summary.records_changed += 1,
+                Ok(RecordMerge::Tombstoned) | Err(_) => summary.records_refused += 1,
+                Ok(_) => {}
+            }
+        }
+        summary
+    }
+
+    /// Opens an anti-entropy exchange: the bytes of a `Request` carrying our
+    /// digest, for the driver to send to one random peer.
+    pub fn start_anti_entropy(&mut self, now: Duration) -> Result<Vec<u8>, TelemetryError> {
+        let message = AntiEntropyMessage::Request {
+            digest: self.digest(now),
+        };
+        wire::encode_anti_entropy(
+            &message,
+            self.config.digest_bytes_max + BATCH_OVERHEAD_BYTES,
+        )
+    }
+
+    /// Handles one anti-entropy message from a peer and returns the reply to
+    /// send back on the same stream, if any: `Request` → `Response`,
+    /// `Response` → `Push` (only if the peer lacks something), `Push` → none.
+    /// Malformed or oversized input changes nothing but `decode_errors`.
+    pub fn handle_anti_entropy(
+        &mut self,
+        now: Duration,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, TelemetryError> {
+        let message_bytes_max = self.config.anti_entropy_message_bytes_max();
+        let message = match wire::decode_anti_entropy(bytes, message_bytes_max) {
+            Ok(message) => message,
+            Err(error) => {
+                self.counters.decode_errors += 1;
+                tracing::debug!(%error, "telemetry anti-entropy message dropped");
+                return Err(error);
+            }
+        };
+        self.counters.anti_entropy_messages += 1;
+        let reply = match message {
+            AntiEntropyMessage::Request { digest } => {
+                self.merge_digest_tombstones(now, &digest);
+                let batch = self.missing_for(now, &digest);
+                Some(AntiEntropyMessage::Response {
+                    digest: self.digest(now),
+                    batch,
+                })
+            }
+            AntiEntropyMessage::Response { digest, batch } => {
+                self.merge_batch(now, batch);
+                self.merge_digest_tombstones(now, &digest);
+                let batch = self.missing_for(now, &digest);
+                (!batch.is_empty()).then_some(AntiEntropyMessage::Push { batch })
+            }
+            AntiEntropyMessage::Push { batch } => {
+                self.merge_batch(now, batch);
+                None
+            }
+        };
+        reply
+            .map(|reply| wire::encode_anti_entropy(&reply, message_bytes_max))
+            .transpose()
+    }
+
+    fn merge_digest_tombstones(&mut self, now: Duration, digest: &Digest) {
+        for tombstone in &digest.tombstones {
+            self.merge_tombstone(now, tombstone);
+        }
+    }
+
+    /// When [`Self::handle_timeout`] next has work: the earliest of the next
+    /// refresh, the next anti-entropy round and the next tombstone expiry.
+    pub fn poll_timeout(&self) -> Duration {
+        let next_expiry = self.tombstone_expires_at.values().min().copied();
+        [
+            Some(self.refresh_at),
+            Some(self.anti_entropy_at),
+            next_expiry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("the refresh deadline is always set")
+    }
+
+    /// Does whatever is due at `now`: expires tombstones, refreshes the local
+    /// record (returning its delta to broadcast if it fits), and asks for an
+    /// anti-entropy round. A refresh that fails (record too large, node
+    /// removed) is logged and retried one interval later.
+    pub fn handle_timeout(&mut self, now: Duration) -> Vec<TelemetryAction> {
+        let mut actions = Vec::new();
+        self.expire_tombstones(now);
+        if now >= self.refresh_at {
+            match self.refresh(now) {
+                Ok(_) => match self.local_delta(now) {
+                    Ok(delta) => actions.push(TelemetryAction::Broadcast(delta)),
+                    Err(error) => {
+                        tracing::debug!(%error, "local telemetry delta not broadcast");
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(node = %self.node_id, %error, "telemetry refresh failed");
+                    self.refresh_at = now + self.config.refresh_interval;
+                }
+            }
+        }
+        if now >= self.anti_entropy_at {
+            actions.push(TelemetryAction::StartAntiEntropy);
+            self.anti_entropy_at = now + self.config.anti_entropy_interval;
+        }
+        debug_assert!(self.poll_timeout() > now, "nothing is left due");
+        actions
+    }
+
+    fn check_invariants(&self) {
+        debug_assert_eq!(self.meta.len(), self.map.len(), "one meta per record");
+        debug_assert_eq!(
+            self.tombstone_expires_at.len(),
+            self.map.tombstones().len(),
+            "one expiry per tombstone"
+        );
+        debug_assert!(self.tombstone_expires_at.len() <= self.config.tombstones_max);
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

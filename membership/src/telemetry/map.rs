@@ -1,0 +1,255 @@
+//! The telemetry CRDT: one last-writer-wins register per node, keyed by the
+//! record's version, plus a per-node removal watermark (tombstone).
+//!
+//! State is `records: NodeId → newest record` and `tombstones: NodeId → the
+//! newest removed generation`. Its join is: tombstones take the pointwise
+//! maximum; records take, per node, the maximum by version and are then
+//! filtered by the rule *a record whose generation is at or below its node's
+//! tombstone is gone*. Both halves are semilattices and the filter is
+//! monotone (if the newest record is tombstoned, so is every older one), so
+//! [`TelemetryMap::merge`] is commutative, associative and idempotent; the
+//! property tests in `membership/tests/telemetry_crdt.rs` check this against
+//! a naive model. A node that rejoins with a newer generation is accepted;
+//! any record of a removed generation is refused in every merge order.
+//!
+//! Why these types and not more of `crdts`: each register *is* a
+//! [`crdts::LWWReg`] with the [`Version`] as marker — a single writer bumps
+//! it, which is exactly LWWReg's contract. LWWReg alone keeps `self` when two
+//! different values carry the same marker (it reports that through
+//! `validate_merge`); that happens in practice when a data dir is restored
+//! from a backup and a generation is reused, so we resolve it with a
+//! deterministic tie-break (larger MessagePack encoding wins) to stay
+//! commutative. The map around the registers is a plain `BTreeMap`:
+//! `crdts::Map` and `Orswot` are multi-writer observed-remove structures that
+//! need a vector clock with an entry per writing actor (here: every agent)
+//! and use a `HashMap` internally, and their add-wins semantics are the
+//! opposite of what removal needs here (the controllers' removal of a
+//! generation must beat any concurrent update of that generation). The
+//! tombstones are a max-register per node, which `crdts` does not offer.
+//! [`crdts::CvRDT`] is implemented so the map composes with `crdts` tooling.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use crdts::{CvRDT, LWWReg};
+
+use super::record::{NodeRecord, Version};
+use crate::{Generation, NodeId};
+
+/// What merging one record into the map did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordMerge {
+    /// No record was known for the node: inserted.
+    Inserted,
+    /// Newer than the known record: replaced it.
+    Replaced,
+    /// Same version as the known record but different content (a writer
+    /// reused a version); the deterministic tie-break kept the incoming one.
+    TieBrokeIncoming,
+    /// Same version, different content; the tie-break kept the known one.
+    TieBrokeKnown,
+    /// Identical to the known record. Nothing changed.
+    Duplicate,
+    /// Older than the known record. Nothing changed.
+    Stale,
+    /// Its generation is at or below the node's tombstone: refused, nothing
+    /// changed.
+    Tombstoned,
+}
+
+impl RecordMerge {
+    /// Whether the map changed.
+    pub fn changed(self) -> bool {
+        matches!(
+            self,
+            Self::Inserted | Self::Replaced | Self::TieBrokeIncoming
+        )
+    }
+
+    /// Whether a known record and a different incoming one met and one of
+    /// them won (the "merge conflicts resolved" counter).
+    pub fn resolved_conflict(self) -> bool {
+        matches!(
+            self,
+            Self::Replaced | Self::TieBrokeIncoming | Self::TieBrokeKnown | Self::Stale
+        )
+    }
+}
+
+/// What merging one tombstone into the map did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TombstoneMerge {
+    /// The tombstone raised the node's removal watermark (it was new).
+    pub raised: bool,
+    /// A record was deleted because its generation is now tombstoned.
+    pub removed_record: bool,
+}
+
+/// The merged telemetry of the whole cluster, as every agent holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TelemetryMap {
+    records: BTreeMap<NodeId, LWWReg<NodeRecord, Version>>,
+    tombstones: BTreeMap<NodeId, Generation>,
+}
+
+impl TelemetryMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The newest record of `node_id`, if any and not removed.
+    pub fn record(&self, node_id: &NodeId) -> Option<&NodeRecord> {
+        self.records.get(node_id).map(|register| &register.val)
+    }
+
+    /// Every record, ordered by node id.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = &NodeRecord> + '_ {
+        self.records.values().map(|register| &register.val)
+    }
+
+    /// The removal watermark of `node_id`: records of this generation or
+    /// older are refused.
+    pub fn tombstone(&self, node_id: &NodeId) -> Option<Generation> {
+        self.tombstones.get(node_id).copied()
+    }
+
+    /// Every tombstone, ordered by node id.
+    pub fn tombstones(&self) -> impl ExactSizeIterator<Item = (&NodeId, Generation)> + '_ {
+        self.tombstones
+            .iter()
+            .map(|(node_id, generation)| (node_id, *generation))
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Merges one record (the CRDT's per-register join). The record is
+    /// assumed valid; the store validates before calling.
+    pub fn merge_record(&mut self, record: NodeRecord) -> RecordMerge {
+        if self
+            .tombstones
+            .get(&record.node_id)
+            .is_some_and(|tombstone| record.version.generation <= *tombstone)
+        {
+            return RecordMerge::Tombstoned;
+        }
+        let version = record.version;
+        let Some(register) = self.records.get_mut(&record.node_id) else {
+            self.records.insert(
+                record.node_id.clone(),
+                LWWReg {
+                    val: record,
+                    marker: version,
+                },
+            );
+            return RecordMerge::Inserted;
+        };
+        debug_assert_eq!(
+            register.marker, register.val.version,
+            "marker is the record's version"
+        );
+        let outcome = match version.cmp(&register.marker) {
+            Ordering::Less => RecordMerge::Stale,
+            Ordering::Greater => RecordMerge::Replaced,
+            Ordering::Equal if register.val == record => RecordMerge::Duplicate,
+            Ordering::Equal => {
+                // Same marker, different value: LWWReg would keep whichever it
+                // holds, which depends on merge order. Pick by encoding instead.
+                debug_assert!(register.validate_update(&record, &version).is_err());
+                if tie_break(&record, &register.val) == Ordering::Greater {
+                    RecordMerge::TieBrokeIncoming
+                } else {
+                    RecordMerge::TieBrokeKnown
+                }
+            }
+        };
+        match outcome {
+            RecordMerge::Replaced => register.update(record, version),
+            RecordMerge::TieBrokeIncoming => register.val = record,
+            _ => {}
+        }
+        outcome
+    }
+
+    /// Merges one tombstone: records of `node_id` with a generation at or
+    /// below `generation` are deleted now and refused from now on.
+    pub fn merge_tombstone(&mut self, node_id: &NodeId, generation: Generation) -> TombstoneMerge {
+        let raised = match self.tombstones.get_mut(node_id) {
+            Some(known) if *known >= generation => false,
+            Some(known) => {
+                *known = generation;
+                true
+            }
+            None => {
+                self.tombstones.insert(node_id.clone(), generation);
+                true
+            }
+        };
+        let removed_record = self
+            .records
+            .get(node_id)
+            .is_some_and(|register| register.marker.generation <= generation);
+        if removed_record {
+            self.records.remove(node_id);
+        }
+        debug_assert!(
+            self.records
+                .get(node_id)
+                .is_none_or(|register| register.marker.generation > generation),
+            "no record at or below a tombstone survives"
+        );
+        TombstoneMerge {
+            raised,
+            removed_record,
+        }
+    }
+
+    /// Merges a whole other map (the CRDT join). Tombstones go first so
+    /// records they cover are refused rather than inserted and deleted.
+    pub fn merge(&mut self, other: &TelemetryMap) {
+        for (node_id, generation) in &other.tombstones {
+            self.merge_tombstone(node_id, *generation);
+        }
+        for register in other.records.values() {
+            self.merge_record(register.val.clone());
+        }
+    }
+
+    /// Forgets the tombstone of `node_id` (local garbage collection once its
+    /// retention has passed; see the store). Not a CRDT operation: after it,
+    /// an old record of that node would be accepted again.
+    pub(crate) fn forget_tombstone(&mut self, node_id: &NodeId) -> Option<Generation> {
+        self.tombstones.remove(node_id)
+    }
+}
+
+impl CvRDT for TelemetryMap {
+    type Validation = Infallible;
+
+    fn validate_merge(&self, _other: &Self) -> Result<(), Self::Validation> {
+        // Every pair of maps merges: equal-version conflicts are tie-broken.
+        Ok(())
+    }
+
+    fn merge(&mut self, other: Self) {
+        TelemetryMap::merge(self, &other);
+    }
+}
+
+/// Total order between two different records of the same version: compare
+/// their MessagePack encodings, which are deterministic (BTreeMaps, fixed
+/// field order, finite floats).
+fn tie_break(left: &NodeRecord, right: &NodeRecord) -> Ordering {
+    let left_bytes = super::wire::encode_record(left);
+    let right_bytes = super::wire::encode_record(right);
+    left_bytes.cmp(&right_bytes)
+}

@@ -1,0 +1,504 @@
+//! Example-based tests of the telemetry store at the crate's public
+//! boundary: the local update → delta → receive → merge flow, anti-entropy
+//! rounds, removal, limits and the JSON forms.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shoal_membership::telemetry::{
+    AntiEntropyMessage, DatabaseReport, DeltaSource, HostMetrics, RecordMerge, ShardId,
+    ShardReport, ShardRole, TelemetryAction, TelemetryConfig, TelemetryError, TelemetryKey,
+    TelemetryKeyKind, TelemetryStore, wire,
+};
+use shoal_membership::{Generation, NodeId};
+
+/// A one-line change to a valid value, for table-driven validation tests.
+type Mutation<T> = fn(&mut T);
+
+fn id(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn store(name: &str, generation: u64) -> TelemetryStore {
+    TelemetryStore::new(
+        TelemetryConfig::default(),
+        id(name),
+        Generation(generation),
+        "0.0.0 (test)",
+        secs(0),
+    )
+    .unwrap()
+}
+
+fn host(cpu_percent: f64) -> HostMetrics {
+    HostMetrics {
+        cpu_percent,
+        memory_used_bytes: 1 << 30,
+        memory_total_bytes: 4 << 30,
+        disk_used_bytes: 10 << 30,
+        disk_capacity_bytes: 100 << 30,
+    }
+}
+
+fn report() -> DatabaseReport {
+    DatabaseReport {
+        qps: 1200.5,
+        latency_p50_us: 800,
+        latency_p99_us: 4200,
+        replication_lag_ms: 12,
+        shards: BTreeMap::from([(
+            ShardId(17),
+            ShardReport {
+                size_bytes: 1 << 20,
+                qps: 300.0,
+                applied_position: shoal_membership::telemetry::AppliedPosition(99812),
+                role: ShardRole::Primary,
+                epoch: shoal_membership::telemetry::Epoch(4),
+            },
+        )]),
+        schema_versions: BTreeMap::from([(
+            "orders".to_owned(),
+            shoal_membership::telemetry::SchemaVersion(7),
+        )]),
+    }
+}
+
+fn report_with_shards(n_shards: u64) -> DatabaseReport {
+    let mut report = report();
+    for shard in 0..n_shards {
+        report
+            .shards
+            .insert(ShardId(shard), report.shards[&ShardId(17)].clone());
+    }
+    report
+}
+
+/// Refreshes `store` at `now` and returns the delta foca would broadcast.
+fn refresh_delta(store: &mut TelemetryStore, now: Duration) -> Vec<u8> {
+    store.refresh(now).unwrap();
+    let delta = store.local_delta(now).unwrap();
+    // What foca does with `add_broadcast`: ask the handler, sender None.
+    let key = store
+        .receive_delta(now, &delta.bytes, DeltaSource::Local)
+        .unwrap();
+    assert_eq!(key, Some(delta.key.clone()));
+    delta.bytes
+}
+
+#[test]
+fn delta_flow_local_update_to_peer_merge() {
+    let mut a = store("a", 1);
+    let mut b = store("b", 1);
+    a.set_host_metrics(host(42.0)).unwrap();
+    a.set_database_report(secs(0), report()).unwrap();
+    let bytes = refresh_delta(&mut a, secs(1));
+
+    let key = b.receive_delta(secs(2), &bytes, DeltaSource::Peer).unwrap();
+    assert_eq!(
+        key.map(|key| key.kind),
+        Some(TelemetryKeyKind::Record(a.local_version().unwrap()))
+    );
+    assert_eq!(b.record(&id("a")), a.record(&id("a")));
+    assert_eq!(b.meta(&id("a")).unwrap().updated_at, secs(2));
+    assert_eq!(b.counters().versions_received, 1);
+
+    // The same delta again is no news: foca must stop spreading it.
+    assert_eq!(
+        b.receive_delta(secs(3), &bytes, DeltaSource::Peer).unwrap(),
+        None
+    );
+    assert_eq!(b.counters().stale_received, 1);
+    // Age grows until a newer version arrives.
+    let ages: BTreeMap<_, _> = b.ages(secs(10)).collect();
+    assert_eq!(ages[&id("a")], secs(8));
+}
+
+#[test]
+fn newer_version_replaces_older_and_older_is_stale() {
+    let mut a = store("a", 1);
+    let mut b = store("b", 1);
+    let first = refresh_delta(&mut a, secs(1));
+    let second = refresh_delta(&mut a, secs(3));
+    assert!(
+        b.receive_delta(secs(4), &second, DeltaSource::Peer)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        b.receive_delta(secs(5), &first, DeltaSource::Peer).unwrap(),
+        None
+    );
+    assert_eq!(b.record(&id("a")).unwrap().version.sequence.0, 2);
+    assert_eq!(b.counters().merge_conflicts_resolved, 1);
+}
+
+#[test]
+fn handle_timeout_refreshes_and_schedules_anti_entropy() {
+    let mut a = store("a", 1);
+    assert_eq!(a.poll_timeout(), secs(0));
+    let actions = a.handle_timeout(secs(0));
+    assert!(matches!(
+        actions.as_slice(),
+        [TelemetryAction::Broadcast(_)]
+    ));
+    assert_eq!(a.poll_timeout(), secs(2));
+    let actions = a.handle_timeout(secs(10));
+    assert!(matches!(
+        actions.as_slice(),
+        [
+            TelemetryAction::Broadcast(_),
+            TelemetryAction::StartAntiEntropy
+        ]
+    ));
+    assert_eq!(a.local_version().unwrap().sequence.0, 2);
+}
+
+#[test]
+fn anti_entropy_round_converges_both_sides() {
+    let mut a = store("a", 1);
+    let mut b = store("b", 1);
+    a.refresh(secs(1)).unwrap();
+    b.refresh(secs(1)).unwrap();
+    b.remove_node(secs(1), &id("gone"), Generation(3)).unwrap();
+
+    let request = a.start_anti_entropy(secs(2)).unwrap();
+    let response = b
+        .handle_anti_entropy(secs(2), &request)
+        .unwrap()
+        .expect("response");
+    let push = a
+        .handle_anti_entropy(secs(3), &response)
+        .unwrap()
+        .expect("push");
+    assert!(b.handle_anti_entropy(secs(3), &push).unwrap().is_none());
+
+    assert_eq!(a.map(), b.map());
+    assert_eq!(a.map().len(), 2);
+    assert_eq!(a.map().tombstone(&id("gone")), Some(Generation(3)));
+    // A second round has nothing to push.
+    let request = a.start_anti_entropy(secs(4)).unwrap();
+    let response = b.handle_anti_entropy(secs(4), &request).unwrap().unwrap();
+    match wire::decode_anti_entropy(&response, usize::MAX).unwrap() {
+        AntiEntropyMessage::Response { batch, .. } => assert!(batch.is_empty()),
+        other => panic!("expected a response, got {other:?}"),
+    }
+    assert!(a.handle_anti_entropy(secs(4), &response).unwrap().is_none());
+}
+
+#[test]
+fn anti_entropy_budget_truncates_and_rotates() {
+    let config = TelemetryConfig {
+        anti_entropy_records_max: 2,
+        ..TelemetryConfig::default()
+    };
+    let mut source = TelemetryStore::new(config, id("src"), Generation(1), "v", secs(0)).unwrap();
+    for name in ["n1", "n2", "n3", "n4", "n5"] {
+        let mut other = store(name, 1);
+        other.refresh(secs(1)).unwrap();
+        source
+            .merge_record(secs(1), other.record(&id(name)).unwrap().clone())
+            .unwrap();
+    }
+    let mut sink = store("sink", 1);
+    let mut rounds = 0;
+    while sink.map().len() < 5 {
+        rounds += 1;
+        assert!(rounds <= 3, "anti-entropy must make progress every round");
+        let digest = sink.digest(secs(2));
+        let batch = source.missing_for(secs(2), &digest);
+        assert!(batch.records.len() <= 2);
+        sink.merge_batch(secs(2), batch);
+    }
+    assert!(source.counters().anti_entropy_truncated >= 2);
+}
+
+#[test]
+fn removed_node_is_gone_and_refused_but_rejoin_accepted() {
+    let mut a = store("a", 1);
+    let mut b = store("b", 1);
+    let old = refresh_delta(&mut a, secs(1));
+    b.receive_delta(secs(1), &old, DeltaSource::Peer).unwrap();
+    let tombstone = b.remove_node(secs(2), &id("a"), Generation(1)).unwrap();
+    assert_eq!(
+        tombstone.key.kind,
+        TelemetryKeyKind::Tombstone(Generation(1))
+    );
+    assert!(b.record(&id("a")).is_none());
+    assert_eq!(
+        b.receive_delta(secs(3), &old, DeltaSource::Peer).unwrap(),
+        None
+    );
+    assert_eq!(b.counters().tombstoned_refused, 1);
+
+    // The node restarts with a newer generation: accepted.
+    let mut a2 = store("a", 2);
+    let fresh = refresh_delta(&mut a2, secs(4));
+    assert!(
+        b.receive_delta(secs(4), &fresh, DeltaSource::Peer)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        b.record(&id("a")).unwrap().version.generation,
+        Generation(2)
+    );
+
+    // The running generation cannot remove itself.
+    assert!(matches!(
+        a2.remove_node(secs(5), &id("a"), Generation(2)),
+        Err(TelemetryError::RemoveSelf { .. })
+    ));
+}
+
+#[test]
+fn tombstones_expire_after_retention() {
+    let mut b = store("b", 1);
+    b.remove_node(secs(0), &id("gone"), Generation(1)).unwrap();
+    assert_eq!(b.poll_timeout(), secs(0));
+    b.handle_timeout(secs(0));
+    assert!(b.map().tombstone(&id("gone")).is_some());
+    b.handle_timeout(secs(3600));
+    assert!(b.map().tombstone(&id("gone")).is_none());
+    assert_eq!(b.counters().tombstones_expired, 1);
+}
+
+#[test]
+fn tombstone_copies_never_outlive_the_original() {
+    let mut a = store("a", 1);
+    a.remove_node(secs(0), &id("gone"), Generation(1)).unwrap();
+    // c hears of it through anti-entropy 30 minutes later: it keeps it only
+    // for the remaining 30 minutes.
+    let mut c = store("c", 1);
+    let request = a.start_anti_entropy(secs(1800)).unwrap();
+    c.handle_anti_entropy(secs(1800), &request).unwrap();
+    assert_eq!(c.digest(secs(1800)).tombstones[0].retention_ms, 1_800_000);
+    c.expire_tombstones(secs(3600));
+    assert!(c.map().tombstone(&id("gone")).is_none());
+    // d hears of it 5 s before expiry, under one anti-entropy interval:
+    // applied (records deleted) but not kept, so it cannot bounce back.
+    let mut d = store("d", 1);
+    let request = a.start_anti_entropy(secs(3595)).unwrap();
+    d.handle_anti_entropy(secs(3595), &request).unwrap();
+    assert!(d.map().tombstone(&id("gone")).is_none());
+}
+
+#[test]
+fn delta_too_large_is_reported_and_counted() {
+    let config = TelemetryConfig {
+        delta_bytes_max: 128,
+        ..TelemetryConfig::default()
+    };
+    let mut a = TelemetryStore::new(config, id("a"), Generation(1), "v", secs(0)).unwrap();
+    a.set_database_report(secs(0), report_with_shards(10))
+        .unwrap();
+    a.refresh(secs(0)).unwrap();
+    assert!(matches!(
+        a.local_delta(secs(0)),
+        Err(TelemetryError::DeltaTooLarge { max_bytes: 128, .. })
+    ));
+    assert_eq!(a.counters().deltas_dropped_for_size, 1);
+    // handle_timeout refreshes but produces no broadcast.
+    let actions = a.handle_timeout(secs(2));
+    assert!(actions.is_empty());
+}
+
+#[test]
+fn record_too_large_keeps_previous_record() {
+    let config = TelemetryConfig {
+        delta_bytes_max: 128,
+        record_bytes_max: 200,
+        anti_entropy_bytes_max: 200,
+        ..TelemetryConfig::default()
+    };
+    let mut a = TelemetryStore::new(config, id("a"), Generation(1), "v", secs(0)).unwrap();
+    a.refresh(secs(0)).unwrap();
+    a.set_database_report(secs(0), report_with_shards(20))
+        .unwrap();
+    assert!(matches!(
+        a.refresh(secs(1)),
+        Err(TelemetryError::RecordTooLarge { max_bytes: 200, .. })
+    ));
+    assert_eq!(a.local_version().unwrap().sequence.0, 1);
+}
+
+#[test]
+fn own_record_from_a_reused_generation_is_overtaken() {
+    // A data dir restored from a backup: generation 5 runs again from sequence 1.
+    let mut before = store("a", 5);
+    for second in 0..10 {
+        before.refresh(secs(second)).unwrap();
+    }
+    let newer = before.record(&id("a")).unwrap().clone();
+    let mut after = store("a", 5);
+    after.refresh(secs(100)).unwrap();
+    assert_eq!(
+        after.merge_record(secs(101), newer).unwrap(),
+        RecordMerge::Replaced
+    );
+    assert_eq!(after.counters().own_record_conflicts, 1);
+    // The next refresh is due at once and overtakes the old run's records.
+    let actions = after.handle_timeout(secs(101));
+    assert!(matches!(
+        actions.as_slice(),
+        [TelemetryAction::Broadcast(_), ..]
+    ));
+    assert_eq!(after.local_version().unwrap().sequence.0, 11);
+}
+
+#[test]
+fn nodes_max_bounds_the_map() {
+    let config = TelemetryConfig {
+        nodes_max: 2,
+        ..TelemetryConfig::default()
+    };
+    let mut sink = TelemetryStore::new(config, id("sink"), Generation(1), "v", secs(0)).unwrap();
+    for (index, name) in ["n1", "n2", "n3"].into_iter().enumerate() {
+        let mut other = store(name, 1);
+        other.refresh(secs(0)).unwrap();
+        let result = sink.merge_record(secs(0), other.record(&id(name)).unwrap().clone());
+        assert_eq!(result.is_ok(), index < 2, "{name}");
+    }
+    assert_eq!(sink.counters().nodes_max_refused, 1);
+}
+
+#[test]
+fn malformed_deltas_are_errors_not_panics() {
+    let mut b = store("b", 1);
+    for bytes in [&b""[..], b"\x00", b"\xff\xff\xff", b"\x92\x02\xc0"] {
+        assert!(b.receive_delta(secs(0), bytes, DeltaSource::Peer).is_err());
+    }
+    // Unknown envelope version is named as such.
+    let bytes = rmp_like_envelope(2);
+    assert!(matches!(
+        b.receive_delta(secs(0), &bytes, DeltaSource::Peer),
+        Err(TelemetryError::UnsupportedVersion { version: 2, .. })
+    ));
+    assert_eq!(b.counters().decode_errors, 5);
+}
+
+/// A MessagePack `[version, nil]` envelope.
+fn rmp_like_envelope(version: u8) -> Vec<u8> {
+    vec![0x92, version, 0xc0]
+}
+
+#[test]
+fn invalid_record_from_peer_is_refused() {
+    let mut a = store("a", 1);
+    a.set_host_metrics(host(10.0)).unwrap();
+    a.refresh(secs(0)).unwrap();
+    let mut record = a.record(&id("a")).unwrap().clone();
+    record.host.as_mut().unwrap().cpu_percent = f64::NAN;
+    let mut b = store("b", 1);
+    let error = b.merge_record(secs(0), record).unwrap_err();
+    assert!(
+        matches!(&error, TelemetryError::InvalidRecord { field, .. } if field == "host.cpu_percent"),
+        "{error}"
+    );
+}
+
+#[test]
+fn database_report_json_and_validation() {
+    let json = r#"{ "qps": 1200.5, "latency_p50_us": 800, "latency_p99_us": 4200,
+        "replication_lag_ms": 12,
+        "shards": { "17": { "size_bytes": 1048576, "qps": 300.0, "applied_position": 99812,
+                             "role": "primary", "epoch": 4 } },
+        "schema_versions": { "orders": 7 } }"#;
+    let parsed: DatabaseReport = serde_json::from_str(json).unwrap();
+    assert_eq!(parsed, report());
+    parsed.validate().unwrap();
+
+    // Unknown fields are refused.
+    assert!(
+        serde_json::from_str::<DatabaseReport>(
+            r#"{"qps":1,"latency_p50_us":1,"latency_p99_us":1,"replication_lag_ms":1,"typo":1}"#
+        )
+        .is_err()
+    );
+
+    let cases: [(&str, Mutation<DatabaseReport>); 5] = [
+        ("qps", |r| r.qps = -1.0),
+        ("qps", |r| r.qps = f64::NAN),
+        ("latency_p50_us", |r| r.latency_p50_us = 5000),
+        ("replication_lag_ms", |r| r.replication_lag_ms = u64::MAX),
+        ("shards.17.qps", |r| {
+            r.shards.get_mut(&ShardId(17)).unwrap().qps = f64::INFINITY
+        }),
+    ];
+    for (field_expected, mutate) in cases {
+        let mut bad = report();
+        mutate(&mut bad);
+        match bad.validate() {
+            Err(TelemetryError::InvalidReport { field, .. }) => assert_eq!(field, field_expected),
+            other => panic!("{field_expected}: {other:?}"),
+        }
+    }
+    let mut b = store("b", 1);
+    let mut bad = report();
+    bad.qps = -3.0;
+    assert!(b.set_database_report(secs(0), bad).is_err());
+    assert!(host(120.0).validate().is_err());
+}
+
+#[test]
+fn record_json_round_trip() {
+    let mut a = store("a", 1);
+    a.set_host_metrics(host(42.5)).unwrap();
+    a.set_database_report(secs(0), report()).unwrap();
+    a.set_unreachable_peers([id("x"), id("a")]);
+    a.refresh(secs(3)).unwrap();
+    let record = a.record(&id("a")).unwrap();
+    let json = serde_json::to_string(record).unwrap();
+    assert!(json.contains(r#""node_id":"a""#), "{json}");
+    assert!(json.contains(r#""report_age_ms":3000"#), "{json}");
+    assert!(json.contains(r#""unreachable_peers":["x"]"#), "{json}");
+    let back: shoal_membership::telemetry::NodeRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back, record);
+}
+
+#[test]
+fn broadcast_keys_invalidate_older_versions_of_the_same_node() {
+    use foca::Invalidates;
+    let key = |node: &str, generation: u64, sequence: u64| TelemetryKey {
+        node_id: id(node),
+        kind: TelemetryKeyKind::Record(shoal_membership::telemetry::Version {
+            generation: Generation(generation),
+            sequence: shoal_membership::telemetry::Sequence(sequence),
+        }),
+    };
+    let tombstone = |node: &str, generation: u64| TelemetryKey {
+        node_id: id(node),
+        kind: TelemetryKeyKind::Tombstone(Generation(generation)),
+    };
+    assert!(key("a", 1, 2).invalidates(&key("a", 1, 1)));
+    assert!(key("a", 2, 1).invalidates(&key("a", 1, 9)));
+    assert!(!key("a", 1, 1).invalidates(&key("a", 1, 2)));
+    assert!(!key("a", 1, 1).invalidates(&key("a", 1, 1)));
+    assert!(!key("a", 1, 2).invalidates(&key("b", 1, 1)));
+    assert!(tombstone("a", 1).invalidates(&key("a", 1, 9)));
+    assert!(!tombstone("a", 1).invalidates(&key("a", 2, 1)));
+    assert!(tombstone("a", 2).invalidates(&tombstone("a", 1)));
+    assert!(!key("a", 2, 1).invalidates(&tombstone("a", 1)));
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let cases: [(&str, Mutation<TelemetryConfig>); 4] = [
+        ("delta_bytes_max", |c| c.delta_bytes_max = 10),
+        ("record_bytes_max", |c| c.record_bytes_max = 500),
+        ("refresh_interval", |c| c.refresh_interval = Duration::ZERO),
+        ("tombstone_retention", |c| c.tombstone_retention = secs(1)),
+    ];
+    for (expected, mutate) in cases {
+        let mut config = TelemetryConfig::default();
+        mutate(&mut config);
+        match config.validate() {
+            Err(TelemetryError::InvalidConfig { field, .. }) => assert_eq!(field, expected),
+            other => panic!("{expected}: {other:?}"),
+        }
+    }
+    TelemetryConfig::default().validate().unwrap();
+}
