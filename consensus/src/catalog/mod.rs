@@ -1,0 +1,503 @@
+//! The catalog: the replicated state machine the seed group commits.
+//!
+//! A [`Catalog`] is versioned by the Raft index of the last entry applied to it
+//! ([`Catalog::applied_index`]). Entries are applied strictly in index order, and
+//! every applied entry — command, leader no-op or membership change — extends a hash
+//! chain `h_i = SHA-256(h_{i-1} || index || term || kind || data)` ([`Catalog::chain_hash`]),
+//! so two catalogs at the same index agree exactly when their hashes agree. The
+//! simulator uses this to check that every agent's catalog is a prefix of the
+//! committed history.
+//!
+//! Command semantics:
+//! * Every command is idempotent by request id: the catalog remembers the result of
+//!   the last [`REQUESTS_REMEMBERED_MAX`] request ids and answers a retry with the first
+//!   result without changing anything. A request id reused for a *different* op is
+//!   refused with [`CommandError::RequestIdReused`].
+//! * A rejected command (validation failure) is still a committed log entry — it is in
+//!   the audit log — but changes nothing in the catalog state; its typed
+//!   [`CommandError`] is the result returned to the proposer.
+//! * Each op validates everything before it mutates anything, so a rejection never
+//!   leaves a partial change.
+
+mod apply;
+mod command;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{
+    COMMAND_BYTES_MAX, COMMAND_FORMAT_V1, Command, CommandError, CommandResult, Op, Outcome,
+};
+pub use types::{
+    ACTOR_LEN_MAX, ADDRESS_LEN_MAX, Actor, CONFIG_KEY_LEN_MAX, CONFIG_VALUE_LEN_MAX, Capacity,
+    ConfigEntry, ConfigVersion, Digest, KEY_LEN_MAX, Key, KeyRange, LABEL_LEN_MAX,
+    LABELS_PER_NODE_MAX, NodeRecord, NodeRole, NodeStatus, OperationKind, OperationRecord,
+    REPLICAS_PER_SHARD_MAX, REPLICATION_FACTOR_MAX, Replica, ReplicaRole, SCHEMA_LEN_MAX,
+    SchemaVersion, ShardRecord, ShardStatus, Sharding, TABLE_NAME_LEN_MAX, TOKEN_TEXT_LEN_MAX,
+    TokenRecord, TokenRole,
+};
+
+use crate::error::Error;
+use crate::hash::sha256;
+use crate::ids::{CatalogIndex, NodeId, RaftId, RequestId, ShardId, Term};
+
+/// Most request ids whose results the catalog remembers for deduplication; the
+/// oldest (by applied index) is forgotten first. A retry arriving after its id was
+/// forgotten is applied again.
+pub const REQUESTS_REMEMBERED_MAX: usize = 100_000;
+/// Most nodes in the catalog.
+pub const NODES_MAX: usize = 100_000;
+/// Most tables.
+pub const TABLES_MAX: usize = 10_000;
+/// Most shards.
+pub const SHARDS_MAX: usize = 1_000_000;
+/// Most schema versions kept per table.
+pub const SCHEMA_VERSIONS_MAX: usize = 1_000;
+/// Most operations in flight.
+pub const OPERATIONS_IN_FLIGHT_MAX: usize = 10_000;
+/// Most configuration entries.
+pub const CONFIG_ENTRIES_MAX: usize = 10_000;
+/// Most versions kept in one configuration entry's history.
+pub const CONFIG_HISTORY_MAX: usize = 32;
+/// Most tokens.
+pub const TOKENS_MAX: usize = 10_000;
+
+/// The format byte that starts an encoded [`Catalog`] snapshot or [`CatalogBackup`].
+pub const CATALOG_FORMAT_V1: u8 = 1;
+
+/// The catalog's content: everything a backup carries and a restore replaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogState {
+    /// Nodes by id.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Tables by name.
+    pub tables: BTreeMap<String, TableRecord>,
+    /// Shards by id.
+    pub shards: BTreeMap<ShardId, ShardRecord>,
+    /// The id the next created shard gets (ids are never reused).
+    pub shard_id_next: ShardId,
+    /// Operations in flight by id.
+    pub operations: BTreeMap<u64, OperationRecord>,
+    /// Configuration entries by key.
+    pub config: BTreeMap<String, ConfigEntry>,
+    /// Tokens by id.
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Whether the first admin token was created ([`Op::BootstrapAcl`]).
+    pub acl_bootstrapped: bool,
+}
+
+pub use types::TableRecord;
+
+/// The Raft membership of the seed group, by name, as of the catalog's applied index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedGroup {
+    /// Voters (in a joint configuration: the incoming voters).
+    pub voters: BTreeSet<NodeId>,
+    /// Outgoing voters while a joint configuration is in effect, else empty.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Learners (non-voting members).
+    pub learners: BTreeSet<NodeId>,
+    /// Every name ever seen in the group, by Raft id; used to route messages and to
+    /// detect Raft id collisions.
+    pub names: BTreeMap<RaftId, NodeId>,
+}
+
+impl SeedGroup {
+    /// Records `node`'s name, refusing a Raft id collision with another name.
+    pub fn learn_name(&mut self, node: &NodeId) -> Result<RaftId, Error> {
+        let raft_id = RaftId::of(node);
+        match self.names.get(&raft_id) {
+            Some(existing) if existing != node => Err(Error::RaftIdCollision {
+                node: node.clone(),
+                existing: existing.clone(),
+                raft_id,
+            }),
+            Some(_) => Ok(raft_id),
+            None => {
+                self.names.insert(raft_id, node.clone());
+                Ok(raft_id)
+            }
+        }
+    }
+
+    /// The name of a Raft id, if known.
+    pub fn name_of(&self, raft_id: RaftId) -> Option<&NodeId> {
+        self.names.get(&raft_id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RequestRecord {
+    index: CatalogIndex,
+    op_sha256: Digest,
+    result: CommandResult,
+}
+
+/// The catalog state machine. See the module documentation for its semantics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    applied_index: CatalogIndex,
+    applied_term: Term,
+    chain_hash: Digest,
+    state: CatalogState,
+    seeds: SeedGroup,
+    requests: BTreeMap<RequestId, RequestRecord>,
+    request_order: BTreeMap<CatalogIndex, RequestId>,
+}
+
+/// One applied command, as reported to the proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedCommand {
+    /// The log index the command was committed at.
+    pub index: CatalogIndex,
+    /// Its request id; `None` only for a malformed entry.
+    pub request_id: Option<RequestId>,
+    /// What it produced (for a retry: the first result).
+    pub result: CommandResult,
+}
+
+/// A serialized catalog with its version: the unit of backup and restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogBackup {
+    /// The applied index the state reflects.
+    pub applied_index: CatalogIndex,
+    /// The hash chain at that index.
+    pub chain_hash: Digest,
+    /// The content.
+    pub state: CatalogState,
+}
+
+/// What kind of entry extended the hash chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EntryKind {
+    Normal = 0,
+    Membership = 1,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog::empty()
+    }
+}
+
+impl Catalog {
+    /// An empty catalog at index 0 (a node that has not yet received state).
+    pub fn empty() -> Catalog {
+        Catalog {
+            applied_index: CatalogIndex(0),
+            applied_term: Term(0),
+            chain_hash: Digest::default(),
+            state: CatalogState::default(),
+            seeds: SeedGroup::default(),
+            requests: BTreeMap::new(),
+            request_order: BTreeMap::new(),
+        }
+    }
+
+    /// The genesis catalog every seed computes identically from the bootstrap voter
+    /// set: empty content, the voters recorded as the seed group, at `index`/`term`.
+    pub fn genesis(voters: &[NodeId], index: CatalogIndex, term: Term) -> Result<Catalog, Error> {
+        let mut catalog = Catalog::empty();
+        for voter in voters {
+            catalog.seeds.learn_name(voter)?;
+            catalog.seeds.voters.insert(voter.clone());
+        }
+        catalog.applied_index = index;
+        catalog.applied_term = term;
+        let mut genesis_bytes = Vec::new();
+        for voter in &catalog.seeds.voters {
+            genesis_bytes.extend_from_slice(voter.as_str().as_bytes());
+            genesis_bytes.push(0);
+        }
+        catalog.chain_hash = sha256(&[b"shoal-genesis", &genesis_bytes]);
+        Ok(catalog)
+    }
+
+    /// The Raft index of the last applied entry: the catalog's version.
+    pub fn applied_index(&self) -> CatalogIndex {
+        self.applied_index
+    }
+
+    /// The Raft term of the last applied entry.
+    pub fn applied_term(&self) -> Term {
+        self.applied_term
+    }
+
+    /// The hash chain over every applied entry up to [`Catalog::applied_index`].
+    pub fn chain_hash(&self) -> Digest {
+        self.chain_hash
+    }
+
+    /// SHA-256 of the encoded content only (ignores index, chain and dedup window):
+    /// equal content gives equal hashes on every node.
+    pub fn state_hash(&self) -> Digest {
+        let bytes = rmp_serde::to_vec_named(&self.state)
+            .expect("catalog state always encodes (plain data, string keys)");
+        sha256(&[&bytes])
+    }
+
+    /// The content.
+    pub fn state(&self) -> &CatalogState {
+        &self.state
+    }
+
+    /// The seed group's membership by name.
+    pub fn seeds(&self) -> &SeedGroup {
+        &self.seeds
+    }
+
+    /// The first result of a remembered request id, with the index it applied at.
+    pub fn result_of(&self, request_id: &RequestId) -> Option<(CatalogIndex, &CommandResult)> {
+        self.requests
+            .get(request_id)
+            .map(|record| (record.index, &record.result))
+    }
+
+    /// The token whose secret is `secret`, if any.
+    pub fn authenticate(&self, secret: &str) -> Option<&TokenRecord> {
+        let digest = crate::hash::hash_token_secret(secret);
+        // Tokens are few; a linear scan avoids keeping a second index in snapshots.
+        self.state
+            .tokens
+            .values()
+            .find(|token| token.secret_sha256 == digest)
+    }
+
+    /// The shard of `table` that holds `key`. For hash-sharded tables the key is first
+    /// hashed with [`key_hash`] and the big-endian bytes of the hash are looked up.
+    pub fn route(&self, table: &str, key: &[u8]) -> Option<&ShardRecord> {
+        let table_record = self.state.tables.get(table)?;
+        let hashed;
+        let lookup: &[u8] = match table_record.sharding {
+            Sharding::Hash => {
+                hashed = key_hash(key).to_be_bytes();
+                &hashed
+            }
+            Sharding::Range => key,
+        };
+        self.state
+            .shards
+            .values()
+            .find(|shard| shard.table == table && shard.range.contains(lookup))
+    }
+
+    /// Applies a committed normal entry at `index`. Empty `data` is raft's leader
+    /// no-op: it extends the hash chain and yields nothing. Otherwise the data is a
+    /// [`Command`] and its result is returned (a malformed entry yields
+    /// [`CommandError::Malformed`] without a request id).
+    ///
+    /// # Panics
+    /// If `index` is not `applied_index + 1`: entries must be applied in order.
+    pub fn apply_entry(
+        &mut self,
+        index: CatalogIndex,
+        term: Term,
+        data: &[u8],
+    ) -> Option<AppliedCommand> {
+        self.extend_chain(index, term, EntryKind::Normal, data);
+        if data.is_empty() {
+            return None;
+        }
+        let applied = match Command::decode(data) {
+            Err(err) => AppliedCommand {
+                index,
+                request_id: None,
+                result: Err(CommandError::Malformed {
+                    reason: err.to_string(),
+                }),
+            },
+            Ok(command) => {
+                let request_id = command.request_id.clone();
+                let result = self.apply_command(index, command);
+                AppliedCommand {
+                    index,
+                    request_id: Some(request_id),
+                    result,
+                }
+            }
+        };
+        Some(applied)
+    }
+
+    /// Applies a committed membership (conf change) entry at `index`: records the new
+    /// seed group and extends the hash chain with the entry's bytes.
+    ///
+    /// # Panics
+    /// If `index` is not `applied_index + 1`.
+    pub fn apply_membership(
+        &mut self,
+        index: CatalogIndex,
+        term: Term,
+        data: &[u8],
+        seeds: SeedGroup,
+    ) {
+        self.extend_chain(index, term, EntryKind::Membership, data);
+        assert!(
+            seeds
+                .voters
+                .iter()
+                .all(|voter| seeds.names.contains_key(&RaftId::of(voter))),
+            "every voter has a recorded name"
+        );
+        self.seeds = seeds;
+    }
+
+    fn extend_chain(&mut self, index: CatalogIndex, term: Term, kind: EntryKind, data: &[u8]) {
+        assert_eq!(
+            index.0,
+            self.applied_index.0 + 1,
+            "catalog entries must be applied in order"
+        );
+        assert!(
+            term >= self.applied_term,
+            "terms never decrease along the log"
+        );
+        self.chain_hash = sha256(&[
+            &self.chain_hash.0,
+            &index.0.to_be_bytes(),
+            &term.0.to_be_bytes(),
+            &[kind as u8],
+            data,
+        ]);
+        self.applied_index = index;
+        self.applied_term = term;
+    }
+
+    /// Applies a decoded command (idempotent by request id). Public so tests and
+    /// non-Raft replicas can drive the state machine; the Raft node uses
+    /// [`Catalog::apply_entry`].
+    fn apply_command(&mut self, index: CatalogIndex, command: Command) -> CommandResult {
+        if !command.request_id.is_valid() {
+            return Err(invalid("request_id", "bad characters or length"));
+        }
+        if !command.actor.is_valid() {
+            return Err(invalid("actor", "bad characters or length"));
+        }
+        let op_bytes = rmp_serde::to_vec_named(&command.op)
+            .expect("a decoded op always re-encodes (plain data, string keys)");
+        let op_sha256 = sha256(&[&op_bytes]);
+        if let Some(record) = self.requests.get(&command.request_id) {
+            if record.op_sha256 == op_sha256 {
+                return record.result.clone();
+            }
+            return Err(CommandError::RequestIdReused {
+                first_index: record.index,
+            });
+        }
+        let result = apply::apply_op(&mut self.state, index, &command);
+        self.remember(index, command.request_id, op_sha256, result.clone());
+        result
+    }
+
+    fn remember(
+        &mut self,
+        index: CatalogIndex,
+        request_id: RequestId,
+        op_sha256: Digest,
+        result: CommandResult,
+    ) {
+        if self.requests.len() >= REQUESTS_REMEMBERED_MAX {
+            let (_, oldest) = self
+                .request_order
+                .pop_first()
+                .expect("order index mirrors the request map");
+            self.requests.remove(&oldest);
+        }
+        self.request_order.insert(index, request_id.clone());
+        self.requests.insert(
+            request_id,
+            RequestRecord {
+                index,
+                op_sha256,
+                result,
+            },
+        );
+        assert_eq!(self.requests.len(), self.request_order.len());
+    }
+
+    /// Encodes the whole catalog (state, index, chain, seeds, dedup window) for a Raft
+    /// snapshot.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![CATALOG_FORMAT_V1];
+        rmp_serde::encode::write_named(&mut bytes, self)
+            .expect("catalog always encodes (plain data, string keys)");
+        bytes
+    }
+
+    /// Decodes a catalog encoded by [`Catalog::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Catalog, Error> {
+        let body = strip_format(bytes, "catalog")?;
+        let catalog: Catalog = rmp_serde::from_slice(body).map_err(|err| Error::Corrupt {
+            reason: format!("catalog does not decode: {err}"),
+        })?;
+        if catalog.requests.len() != catalog.request_order.len() {
+            return Err(Error::Corrupt {
+                reason: "catalog dedup index is inconsistent".to_owned(),
+            });
+        }
+        Ok(catalog)
+    }
+
+    /// A backup of the catalog's content with its version.
+    pub fn backup(&self) -> CatalogBackup {
+        CatalogBackup {
+            applied_index: self.applied_index,
+            chain_hash: self.chain_hash,
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl CatalogBackup {
+    /// Encodes the backup (format byte + rmp-serde).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![CATALOG_FORMAT_V1];
+        rmp_serde::encode::write_named(&mut bytes, self)
+            .expect("backup always encodes (plain data, string keys)");
+        bytes
+    }
+
+    /// Decodes a backup. Nothing changes on error.
+    pub fn decode(bytes: &[u8]) -> Result<CatalogBackup, Error> {
+        let body = strip_format(bytes, "backup")?;
+        rmp_serde::from_slice(body).map_err(|err| Error::Corrupt {
+            reason: format!("backup does not decode: {err}"),
+        })
+    }
+}
+
+fn strip_format<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8], Error> {
+    match bytes.split_first() {
+        Some((&CATALOG_FORMAT_V1, body)) => Ok(body),
+        Some((format, _)) => Err(Error::Corrupt {
+            reason: format!("unknown {what} format {format}"),
+        }),
+        None => Err(Error::Corrupt {
+            reason: format!("empty {what}"),
+        }),
+    }
+}
+
+/// The 64-bit hash that maps a key of a hash-sharded table into the shard key space
+/// (FNV-1a 64 over the key bytes; shard ranges hold its big-endian bytes). The
+/// database must hash keys the same way.
+pub fn key_hash(key: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+pub(crate) fn invalid(field: &str, reason: &str) -> CommandError {
+    CommandError::Invalid {
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! The in-memory log store for tests and the simulator, with simulated crashes.
+//!
+//! It keeps two copies of the store's contents: `live` (every write, what reads
+//! see) and `durable` (what [`LogStore::sync`] made durable), plus the journal of
+//! writes since the last sync. [`MemStorage::crash`] throws `live` and the journal
+//! away and restarts from `durable`, which is exactly what a power loss does to
+//! unsynced writes.
+//!
+//! The store is a cheap handle (`Clone` shares the contents), so a test harness can
+//! keep a handle, drop the node that used it, crash it and build a new node on it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+
+use super::{LogState, LogStore, WriteOp, impl_raft_storage};
+use crate::error::Error;
+
+/// Most writes journaled between two syncs; a node syncs after every `Ready`, so
+/// reaching it means the store is misused.
+pub const MEM_UNSYNCED_WRITES_MAX: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+struct MemInner {
+    live: LogState,
+    durable: LogState,
+    unsynced: Vec<WriteOp>,
+}
+
+/// An in-memory [`LogStore`] that can lose unsynced writes on [`MemStorage::crash`].
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+impl MemStorage {
+    /// An empty store.
+    pub fn new() -> MemStorage {
+        MemStorage::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemInner> {
+        // A poisoned lock means a panic while a write was half applied; the contents
+        // cannot be trusted, so propagating the panic is the only safe choice.
+        self.inner
+            .lock()
+            .expect("mem storage lock poisoned by an earlier panic")
+    }
+
+    /// Simulates a power loss: every write since the last sync is lost.
+    pub fn crash(&self) {
+        let mut inner = self.lock();
+        inner.live = inner.durable.clone();
+        inner.unsynced.clear();
+    }
+
+    /// How many writes would be lost by a crash now.
+    pub fn unsynced_writes(&self) -> usize {
+        self.lock().unsynced.len()
+    }
+
+    pub(crate) fn write(&self, op: WriteOp) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.live.check(&op)?;
+        if inner.unsynced.len() >= MEM_UNSYNCED_WRITES_MAX {
+            return Err(Error::storage("too many unsynced writes"));
+        }
+        inner.live.apply(&op);
+        inner.unsynced.push(op);
+        Ok(())
+    }
+
+    #[cfg(test)]
+    #[allow(dead_code)]
+    pub(crate) fn live_state(&self) -> LogState {
+        self.lock().live.clone()
+    }
+}
+
+impl_raft_storage!(MemStorage, |this| this.lock().live);
+
+impl LogStore for MemStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
+        self.write(WriteOp::Append(entries.to_vec()))
+    }
+
+    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Error> {
+        self.write(WriteOp::SetHardState(hard_state.clone()))
+    }
+
+    fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), Error> {
+        self.write(WriteOp::SetConfState(conf_state.clone()))
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+        self.write(WriteOp::InstallSnapshot(snapshot.clone()))
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot, compact_index: u64) -> Result<(), Error> {
+        self.write(WriteOp::SaveSnapshot(snapshot.clone(), compact_index))
+    }
+
+    fn sync(&mut self) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let journal = std::mem::take(&mut inner.unsynced);
+        for op in &journal {
+            inner.durable.apply(op);
+        }
+        debug_assert_eq!(
+            inner.durable, inner.live,
+            "after a sync, durable equals live"
+        );
+        Ok(())
+    }
+
+    fn last_snapshot(&self) -> Snapshot {
+        self.lock().live.snapshot.clone()
+    }
+}

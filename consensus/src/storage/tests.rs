@@ -1,0 +1,1 @@
+//! Model tests: the sled store and the in-memory store behave identically.
