@@ -861,9 +861,14 @@ impl<S: LogStore> RaftNode<S> {
         }
     }
 
+    /// Saves a snapshot every `snapshot_interval_entries` applied entries, or sooner
+    /// when raft asked the store for a snapshot it did not have (a new peer, or a
+    /// follower too far behind).
     fn maybe_snapshot(&mut self) -> Result<(), Error> {
         let applied = self.catalog.applied_index().0;
-        if applied < self.snapshot_index + self.config.snapshot_interval_entries {
+        let requested = self.raw.mut_store().take_snapshot_request();
+        let due = applied >= self.snapshot_index + self.config.snapshot_interval_entries;
+        if !(due || requested && applied > self.snapshot_index) {
             return Ok(());
         }
         let term = self.raw.store().term(applied).map_err(Error::storage)?;

@@ -25,6 +25,7 @@ struct MemInner {
     live: LogState,
     durable: LogState,
     unsynced: Vec<WriteOp>,
+    snapshot_requested: bool,
 }
 
 /// An in-memory [`LogStore`] that can lose unsynced writes on [`MemStorage::crash`].
@@ -70,6 +71,10 @@ impl MemStorage {
         Ok(())
     }
 
+    fn note_snapshot_request(&self) {
+        self.lock().snapshot_requested = true;
+    }
+
     #[cfg(test)]
     #[allow(dead_code)]
     pub(crate) fn live_state(&self) -> LogState {
@@ -77,7 +82,7 @@ impl MemStorage {
     }
 }
 
-impl_raft_storage!(MemStorage, |this| this.lock().live);
+impl_raft_storage!(MemStorage, |this| this.lock().live, note_snapshot_request);
 
 impl LogStore for MemStorage {
     fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
@@ -115,5 +120,9 @@ impl LogStore for MemStorage {
 
     fn last_snapshot(&self) -> Snapshot {
         self.lock().live.snapshot.clone()
+    }
+
+    fn take_snapshot_request(&mut self) -> bool {
+        std::mem::take(&mut self.lock().snapshot_requested)
     }
 }

@@ -51,6 +51,9 @@ pub trait LogStore: raft::Storage {
     /// The last saved or installed snapshot, with its data (an empty snapshot at index
     /// 0 if there is none).
     fn last_snapshot(&self) -> Snapshot;
+    /// Whether raft asked for a snapshot the store could not give (too old, or not
+    /// naming the receiving peer) since the last call. The node then saves a fresh one.
+    fn take_snapshot_request(&mut self) -> bool;
 }
 
 /// One write to a log store; the unit [`MemStorage`] journals until sync and the
@@ -207,8 +210,21 @@ impl LogState {
         Ok(self.entries[(index - self.first_index()) as usize].term)
     }
 
-    pub(crate) fn snapshot_for(&self, request_index: u64) -> raft::Result<Snapshot> {
-        if self.snapshot.get_metadata().index < request_index.max(1) {
+    /// The stored snapshot, if it is recent enough for `request_index` and includes
+    /// the peer `to` in its configuration (raft-rs refuses a snapshot that does not
+    /// name the receiver). Otherwise the store must produce a fresh one: the caller
+    /// records the request (see [`LogStore::take_snapshot_request`]) and raft retries.
+    pub(crate) fn snapshot_for(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let metadata = self.snapshot.get_metadata();
+        let conf_state = metadata.get_conf_state();
+        let names_peer = conf_state
+            .voters
+            .iter()
+            .chain(&conf_state.learners)
+            .chain(&conf_state.voters_outgoing)
+            .chain(&conf_state.learners_next)
+            .any(|id| *id == to);
+        if metadata.index < request_index.max(1) || !names_peer {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
@@ -284,7 +300,7 @@ struct StoredMeta {
 /// Adapts [`LogState`] reads to raft-rs's [`raft::Storage`] for a store type whose
 /// reads go through `$read` (a closure-like expression giving `&LogState`).
 macro_rules! impl_raft_storage {
-    ($store:ty, |$this:ident| $read:expr) => {
+    ($store:ty, |$this:ident| $read:expr, $request:ident) => {
         impl raft::Storage for $store {
             fn initial_state(&self) -> raft::Result<raft::RaftState> {
                 let $this = self;
@@ -320,10 +336,14 @@ macro_rules! impl_raft_storage {
             fn snapshot(
                 &self,
                 request_index: u64,
-                _to: u64,
+                to: u64,
             ) -> raft::Result<raft::eraftpb::Snapshot> {
                 let $this = self;
-                $read.snapshot_for(request_index)
+                let result = $read.snapshot_for(request_index, to);
+                if result.is_err() {
+                    self.$request();
+                }
+                result
             }
         }
     };

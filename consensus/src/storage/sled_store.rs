@@ -36,6 +36,7 @@ pub struct SledStorage {
     db: sled::Db,
     tree: sled::Tree,
     live: LogState,
+    snapshot_requested: std::cell::Cell<bool>,
 }
 
 impl SledStorage {
@@ -63,7 +64,12 @@ impl SledStorage {
                 LogState::decode_meta(&meta, snapshot_data, entries)?
             }
         };
-        Ok(SledStorage { db, tree, live })
+        Ok(SledStorage {
+            db,
+            tree,
+            live,
+            snapshot_requested: std::cell::Cell::new(false),
+        })
     }
 
     /// Opens (or creates) a sled database at `path` and the store in it.
@@ -108,6 +114,10 @@ impl SledStorage {
         self.tree.apply_batch(batch).map_err(Error::storage)
     }
 
+    fn note_snapshot_request(&self) {
+        self.snapshot_requested.set(true);
+    }
+
     #[cfg(test)]
     #[allow(dead_code)]
     pub(crate) fn live_state(&self) -> LogState {
@@ -115,7 +125,7 @@ impl SledStorage {
     }
 }
 
-impl_raft_storage!(SledStorage, |this| this.live);
+impl_raft_storage!(SledStorage, |this| this.live, note_snapshot_request);
 
 impl LogStore for SledStorage {
     fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
@@ -145,5 +155,9 @@ impl LogStore for SledStorage {
 
     fn last_snapshot(&self) -> Snapshot {
         self.live.snapshot.clone()
+    }
+
+    fn take_snapshot_request(&mut self) -> bool {
+        self.snapshot_requested.take()
     }
 }
