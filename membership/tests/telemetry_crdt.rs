@@ -1,0 +1,415 @@
+//! Property tests of the telemetry CRDT and its wire format:
+//! * merge is commutative, associative and idempotent;
+//! * any order of the same records and tombstones gives the naive model's
+//!   state (newest record per node, minus removed generations);
+//! * a removed node's record never reappears at an agent that has seen the
+//!   removal, through any interleaving of deltas and anti-entropy, and all
+//!   agents converge;
+//! * encodings round-trip, and decoding arbitrary or corrupted bytes never
+//!   panics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use shoal_membership::telemetry::{
+    AppliedPosition, DatabaseReport, DatabaseSnapshot, Delta, DeltaSource, Epoch, HostMetrics,
+    NodeRecord, Sequence, ShardId, ShardReport, ShardRole, TelemetryConfig, TelemetryMap,
+    TelemetryStore, Tombstone, Version, wire,
+};
+use shoal_membership::{Generation, NodeId};
+
+const NODES: [&str; 3] = ["a", "b", "c"];
+
+fn id(name: &str) -> NodeId {
+    NodeId::new(name).unwrap()
+}
+
+fn host_strategy() -> impl Strategy<Value = Option<HostMetrics>> {
+    prop::option::of(
+        (prop::sample::select(vec![0.0, 42.5, 99.9]), 0u64..4).prop_map(|(cpu_percent, used)| {
+            HostMetrics {
+                cpu_percent,
+                memory_used_bytes: used,
+                memory_total_bytes: 4,
+                disk_used_bytes: used,
+                disk_capacity_bytes: 8,
+            }
+        }),
+    )
+}
+
+fn database_strategy() -> impl Strategy<Value = Option<DatabaseSnapshot>> {
+    prop::option::of(
+        (
+            0u64..3,
+            0u64..2,
+            0u64..5000,
+            prop::sample::select(vec![0.0, 1.5]),
+        )
+            .prop_map(|(n_shards, lag_ms, p99_us, qps)| DatabaseSnapshot {
+                report_age_ms: lag_ms,
+                report: DatabaseReport {
+                    qps,
+                    latency_p50_us: p99_us / 2,
+                    latency_p99_us: p99_us,
+                    replication_lag_ms: lag_ms,
+                    shards: (0..n_shards)
+                        .map(|shard| {
+                            (
+                                ShardId(shard),
+                                ShardReport {
+                                    size_bytes: shard * 100,
+                                    qps,
+                                    applied_position: AppliedPosition(shard),
+                                    role: ShardRole::Secondary,
+                                    epoch: Epoch(1),
+                                },
+                            )
+                        })
+                        .collect(),
+                    schema_versions: BTreeMap::new(),
+                },
+            }),
+    )
+}
+
+/// Records over few nodes, generations and sequences, so versions collide
+/// (including different content under the same version).
+fn record_strategy() -> impl Strategy<Value = NodeRecord> {
+    (
+        prop::sample::select(NODES.to_vec()),
+        1u64..4,
+        1u64..4,
+        host_strategy(),
+        database_strategy(),
+    )
+        .prop_map(|(node, generation, sequence, host, database)| NodeRecord {
+            node_id: id(node),
+            version: Version {
+                generation: Generation(generation),
+                sequence: Sequence(sequence),
+            },
+            agent_version: "v".to_owned(),
+            host,
+            database,
+            unreachable_peers: Default::default(),
+            unreachable_peers_total: 0,
+        })
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Record(NodeRecord),
+    Tombstone(NodeId, Generation),
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => record_strategy().prop_map(Op::Record),
+        1 => (prop::sample::select(NODES.to_vec()), 0u64..4)
+            .prop_map(|(node, generation)| Op::Tombstone(id(node), Generation(generation))),
+    ]
+}
+
+fn apply(map: &mut TelemetryMap, op: &Op) {
+    match op {
+        Op::Record(record) => {
+            map.merge_record(record.clone());
+        }
+        Op::Tombstone(node_id, generation) => {
+            map.merge_tombstone(node_id, *generation);
+        }
+    }
+}
+
+fn build(ops: &[Op]) -> TelemetryMap {
+    let mut map = TelemetryMap::new();
+    for op in ops {
+        apply(&mut map, op);
+    }
+    map
+}
+
+fn merged(left: &TelemetryMap, right: &TelemetryMap) -> TelemetryMap {
+    let mut out = left.clone();
+    out.merge(right);
+    out
+}
+
+/// The naive model: for each node the highest tombstone, and the greatest
+/// record by (version, encoding) among those above it.
+fn model(ops: &[Op]) -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, Generation>) {
+    let mut tombstones: BTreeMap<NodeId, Generation> = BTreeMap::new();
+    for op in ops {
+        if let Op::Tombstone(node_id, generation) = op {
+            let entry = tombstones.entry(node_id.clone()).or_insert(*generation);
+            *entry = (*entry).max(*generation);
+        }
+    }
+    let mut records: BTreeMap<NodeId, NodeRecord> = BTreeMap::new();
+    for op in ops {
+        let Op::Record(record) = op else { continue };
+        if tombstones
+            .get(&record.node_id)
+            .is_some_and(|tombstone| record.version.generation <= *tombstone)
+        {
+            continue;
+        }
+        let key = |record: &NodeRecord| (record.version, wire::encode_record(record));
+        match records.get(&record.node_id) {
+            Some(held) if key(held) >= key(record) => {}
+            _ => {
+                records.insert(record.node_id.clone(), record.clone());
+            }
+        }
+    }
+    (records, tombstones)
+}
+
+fn state_of(map: &TelemetryMap) -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, Generation>) {
+    (
+        map.records()
+            .map(|record| (record.node_id.clone(), record.clone()))
+            .collect(),
+        map.tombstones()
+            .map(|(node_id, generation)| (node_id.clone(), generation))
+            .collect(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn merge_is_commutative(a in prop::collection::vec(op_strategy(), 0..12),
+                            b in prop::collection::vec(op_strategy(), 0..12)) {
+        let (a, b) = (build(&a), build(&b));
+        prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+    }
+
+    #[test]
+    fn merge_is_associative(a in prop::collection::vec(op_strategy(), 0..8),
+                            b in prop::collection::vec(op_strategy(), 0..8),
+                            c in prop::collection::vec(op_strategy(), 0..8)) {
+        let (a, b, c) = (build(&a), build(&b), build(&c));
+        prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+    }
+
+    #[test]
+    fn merge_is_idempotent(a in prop::collection::vec(op_strategy(), 0..12),
+                           b in prop::collection::vec(op_strategy(), 0..12)) {
+        let (a, b) = (build(&a), build(&b));
+        prop_assert_eq!(merged(&a, &a), a.clone());
+        let ab = merged(&a, &b);
+        prop_assert_eq!(merged(&ab, &b), ab.clone());
+    }
+
+    #[test]
+    fn any_order_matches_the_model(
+        (ops, shuffled) in prop::collection::vec(op_strategy(), 0..20)
+            .prop_flat_map(|ops| (Just(ops.clone()), Just(ops).prop_shuffle()))
+    ) {
+        let expected = model(&ops);
+        prop_assert_eq!(state_of(&build(&ops)), expected.clone());
+        prop_assert_eq!(state_of(&build(&shuffled)), expected);
+    }
+
+    #[test]
+    fn delta_round_trips(record in record_strategy(), node in 0usize..3, generation in 0u64..9,
+                         retention_ms in any::<u64>()) {
+        let delta = Delta::Record(record);
+        let encoded = wire::encode_delta(&delta, usize::MAX).unwrap();
+        prop_assert_eq!(wire::decode_delta(&encoded.bytes, usize::MAX).unwrap(), delta);
+        let delta = Delta::Tombstone(Tombstone {
+            node_id: id(NODES[node]),
+            generation: Generation(generation),
+            retention_ms,
+        });
+        let encoded = wire::encode_delta(&delta, usize::MAX).unwrap();
+        prop_assert_eq!(wire::decode_delta(&encoded.bytes, usize::MAX).unwrap(), delta);
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut store = store("z", 1);
+        let _ = store.receive_delta(Duration::ZERO, &bytes, DeltaSource::Peer);
+        let _ = store.handle_anti_entropy(Duration::ZERO, &bytes);
+        let _ = wire::decode_delta(&bytes, usize::MAX);
+        let _ = wire::decode_anti_entropy(&bytes, usize::MAX);
+    }
+
+    #[test]
+    fn decoding_corrupted_messages_never_panics(
+        record in record_strategy(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let delta = wire::encode_delta(&Delta::Record(record.clone()), usize::MAX).unwrap().bytes;
+        let mut source = store("y", 1);
+        source.merge_record(Duration::ZERO, record).unwrap();
+        let request = source.start_anti_entropy(Duration::ZERO).unwrap();
+        let response = store("x", 1).handle_anti_entropy(Duration::ZERO, &request).unwrap().unwrap();
+        for original in [delta, request, response] {
+            let mut bytes = original.clone();
+            for (index, value) in &flips {
+                let at = index.index(bytes.len());
+                bytes[at] ^= value;
+            }
+            let truncated = &original[..cut.index(original.len())];
+            let mut sink = store("z", 1);
+            for input in [&bytes[..], truncated] {
+                let _ = sink.receive_delta(Duration::ZERO, input, DeltaSource::Peer);
+                let _ = sink.handle_anti_entropy(Duration::ZERO, input);
+            }
+        }
+    }
+}
+
+fn store(name: &str, generation: u64) -> TelemetryStore {
+    TelemetryStore::new(
+        TelemetryConfig::default(),
+        id(name),
+        Generation(generation),
+        "v",
+        Duration::ZERO,
+    )
+    .unwrap()
+}
+
+/// One step of a randomized cluster run.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Agent `n` refreshes its record and broadcasts the delta.
+    Refresh(usize),
+    /// Agent `n` restarts with a newer generation (losing its map).
+    Restart(usize),
+    /// Agent `at` removes node `n` at its generation as `at` knows it.
+    Remove { at: usize, node: usize },
+    /// Deliver broadcast number `index` (any past one, any number of times) to agent `to`.
+    Deliver {
+        index: prop::sample::Index,
+        to: usize,
+    },
+    /// A full anti-entropy exchange from `from` to `to`.
+    AntiEntropy { from: usize, to: usize },
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0usize..3).prop_map(Step::Refresh),
+        1 => (0usize..3).prop_map(Step::Restart),
+        1 => (0usize..3, 0usize..3).prop_map(|(at, node)| Step::Remove { at, node }),
+        6 => (any::<prop::sample::Index>(), 0usize..3)
+            .prop_map(|(index, to)| Step::Deliver { index, to }),
+        2 => (0usize..3, 0usize..3).prop_map(|(from, to)| Step::AntiEntropy { from, to }),
+    ]
+}
+
+fn anti_entropy(stores: &mut [TelemetryStore], from: usize, to: usize, now: Duration) {
+    if from == to {
+        return;
+    }
+    let request = stores[from].start_anti_entropy(now).unwrap();
+    let response = stores[to]
+        .handle_anti_entropy(now, &request)
+        .unwrap()
+        .unwrap();
+    if let Some(push) = stores[from].handle_anti_entropy(now, &response).unwrap() {
+        assert!(
+            stores[to]
+                .handle_anti_entropy(now, &push)
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn removed_records_never_reappear_and_agents_converge(
+        steps in prop::collection::vec(step_strategy(), 1..60)
+    ) {
+        let mut generations = [1u64; 3];
+        let mut stores: Vec<TelemetryStore> =
+            (0..3).map(|n| store(NODES[n], generations[n])).collect();
+        let mut broadcasts: Vec<Vec<u8>> = Vec::new();
+        // Every removal ever made: (node, generation).
+        let mut removals: Vec<(NodeId, Generation)> = Vec::new();
+        let now = Duration::from_secs(1);
+
+        for step in steps {
+            match step {
+                Step::Refresh(n) => {
+                    if stores[n].refresh(now).is_ok()
+                        && let Ok(delta) = stores[n].local_delta(now)
+                    {
+                        broadcasts.push(delta.bytes);
+                    }
+                }
+                Step::Restart(n) => {
+                    generations[n] += 1;
+                    stores[n] = store(NODES[n], generations[n]);
+                }
+                Step::Remove { at, node } => {
+                    let node_id = id(NODES[node]);
+                    let generation = match stores[at].record(&node_id) {
+                        Some(record) => record.version.generation,
+                        None => continue,
+                    };
+                    if let Ok(delta) = stores[at].remove_node(now, &node_id, generation) {
+                        removals.push((node_id, generation));
+                        broadcasts.push(delta.bytes);
+                    }
+                }
+                Step::Deliver { index, to } => {
+                    if broadcasts.is_empty() {
+                        continue;
+                    }
+                    let bytes = broadcasts[index.index(broadcasts.len())].clone();
+                    stores[to].receive_delta(now, &bytes, DeltaSource::Peer).unwrap();
+                }
+                Step::AntiEntropy { from, to } => anti_entropy(&mut stores, from, to, now),
+            }
+            // Safety: wherever a removal is known, nothing it covers is held.
+            for store in &stores {
+                for (node_id, removed) in &removals {
+                    if store.map().tombstone(node_id).is_some_and(|known| known >= *removed) {
+                        prop_assert!(
+                            store.record(node_id).is_none_or(|r| r.version.generation > *removed),
+                            "{} holds a removed record of {}", store.node_id(), node_id
+                        );
+                    }
+                }
+            }
+        }
+
+        // A removal known only to an agent that then restarted is lost (the
+        // agent re-derives removals from the catalog); the others must hold.
+        let surviving: Vec<_> = removals
+            .iter()
+            .filter(|(node_id, removed)| {
+                stores.iter().any(|store| {
+                    store.map().tombstone(node_id).is_some_and(|known| known >= *removed)
+                })
+            })
+            .cloned()
+            .collect();
+        // Liveness: a round of anti-entropy among all pairs converges every map.
+        for _ in 0..2 {
+            for from in 0..3 {
+                for to in 0..3 {
+                    anti_entropy(&mut stores, from, to, now);
+                }
+            }
+        }
+        for store in &stores[1..] {
+            prop_assert_eq!(store.map(), stores[0].map());
+        }
+        for (node_id, removed) in &surviving {
+            prop_assert!(stores[0].record(node_id).is_none_or(|r| r.version.generation > *removed));
+        }
+    }
+}
