@@ -100,13 +100,13 @@ fn record_strategy() -> impl Strategy<Value = NodeRecord> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Record(NodeRecord),
+    Record(Box<NodeRecord>),
     Tombstone(NodeId, Generation),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => record_strategy().prop_map(Op::Record),
+        4 => record_strategy().prop_map(|record| Op::Record(Box::new(record))),
         1 => (prop::sample::select(NODES.to_vec()), 0u64..4)
             .prop_map(|(node, generation)| Op::Tombstone(id(node), Generation(generation))),
     ]
@@ -115,7 +115,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 fn apply(map: &mut TelemetryMap, op: &Op) {
     match op {
         Op::Record(record) => {
-            map.merge_record(record.clone());
+            map.merge_record(NodeRecord::clone(record));
         }
         Op::Tombstone(node_id, generation) => {
             map.merge_tombstone(node_id, *generation);
@@ -160,7 +160,7 @@ fn model(ops: &[Op]) -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, Generati
         match records.get(&record.node_id) {
             Some(held) if key(held) >= key(record) => {}
             _ => {
-                records.insert(record.node_id.clone(), record.clone());
+                records.insert(record.node_id.clone(), NodeRecord::clone(record));
             }
         }
     }
