@@ -259,10 +259,13 @@ impl LogState {
         let meta: StoredMeta =
             rmp_serde::from_slice(meta_bytes).map_err(|err| corrupt("metadata", &err))?;
         let mut snapshot = Snapshot::default();
-        snapshot.set_metadata(
-            SnapshotMetadata::parse_from_bytes(&meta.snapshot_metadata)
-                .map_err(|err| corrupt("snapshot metadata", &err))?,
-        );
+        let metadata = SnapshotMetadata::parse_from_bytes(&meta.snapshot_metadata)
+            .map_err(|err| corrupt("snapshot metadata", &err))?;
+        // An unset protobuf field and a default one compare unequal; keep "no
+        // snapshot" exactly as it was written.
+        if metadata != SnapshotMetadata::default() {
+            snapshot.set_metadata(metadata);
+        }
         snapshot.data = snapshot_data.into();
         let state = LogState {
             hard_state: HardState::parse_from_bytes(&meta.hard_state)
