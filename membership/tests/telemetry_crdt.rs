@@ -27,15 +27,15 @@ fn id(name: &str) -> NodeId {
 
 fn host_strategy() -> impl Strategy<Value = Option<HostMetrics>> {
     prop::option::of(
-        (prop::sample::select(vec![0.0, 42.5, 99.9]), 0u64..4).prop_map(|(cpu_percent, used)| {
-            HostMetrics {
+        (prop::sample::select(vec![0.0, -0.0, 42.5, 99.9]), 0u64..4).prop_map(
+            |(cpu_percent, used)| HostMetrics {
                 cpu_percent,
                 memory_used_bytes: used,
                 memory_total_bytes: 4,
                 disk_used_bytes: used,
                 disk_capacity_bytes: 8,
-            }
-        }),
+            },
+        ),
     )
 }
 
@@ -131,6 +131,18 @@ fn build(ops: &[Op]) -> TelemetryMap {
     map
 }
 
+/// The exact bytes of a map's state: `==` on records cannot tell 0.0 from
+/// -0.0, the encoding (and so every peer's tie-break) can.
+fn bytes_of(map: &TelemetryMap) -> Vec<Vec<u8>> {
+    map.records()
+        .map(wire::encode_record)
+        .chain(
+            map.tombstones()
+                .map(|(node_id, generation)| format!("{node_id}/{generation}").into_bytes()),
+        )
+        .collect()
+}
+
 fn merged(left: &TelemetryMap, right: &TelemetryMap) -> TelemetryMap {
     let mut out = left.clone();
     out.merge(right);
@@ -185,7 +197,7 @@ proptest! {
     fn merge_is_commutative(a in prop::collection::vec(op_strategy(), 0..12),
                             b in prop::collection::vec(op_strategy(), 0..12)) {
         let (a, b) = (build(&a), build(&b));
-        prop_assert_eq!(merged(&a, &b), merged(&b, &a));
+        prop_assert_eq!(bytes_of(&merged(&a, &b)), bytes_of(&merged(&b, &a)));
     }
 
     #[test]
@@ -193,16 +205,19 @@ proptest! {
                             b in prop::collection::vec(op_strategy(), 0..8),
                             c in prop::collection::vec(op_strategy(), 0..8)) {
         let (a, b, c) = (build(&a), build(&b), build(&c));
-        prop_assert_eq!(merged(&merged(&a, &b), &c), merged(&a, &merged(&b, &c)));
+        prop_assert_eq!(
+            bytes_of(&merged(&merged(&a, &b), &c)),
+            bytes_of(&merged(&a, &merged(&b, &c)))
+        );
     }
 
     #[test]
     fn merge_is_idempotent(a in prop::collection::vec(op_strategy(), 0..12),
                            b in prop::collection::vec(op_strategy(), 0..12)) {
         let (a, b) = (build(&a), build(&b));
-        prop_assert_eq!(merged(&a, &a), a.clone());
+        prop_assert_eq!(bytes_of(&merged(&a, &a)), bytes_of(&a));
         let ab = merged(&a, &b);
-        prop_assert_eq!(merged(&ab, &b), ab.clone());
+        prop_assert_eq!(bytes_of(&merged(&ab, &b)), bytes_of(&ab));
     }
 
     #[test]
@@ -213,6 +228,7 @@ proptest! {
         let expected = model(&ops);
         prop_assert_eq!(state_of(&build(&ops)), expected.clone());
         prop_assert_eq!(state_of(&build(&shuffled)), expected);
+        prop_assert_eq!(bytes_of(&build(&ops)), bytes_of(&build(&shuffled)));
     }
 
     #[test]
@@ -412,4 +428,32 @@ proptest! {
             prop_assert!(stores[0].record(node_id).is_none_or(|r| r.version.generation > *removed));
         }
     }
+}
+
+#[test]
+fn same_version_records_equal_under_eq_but_not_in_bytes_still_commute() {
+    let record = |cpu_percent: f64| NodeRecord {
+        node_id: id("a"),
+        version: Version {
+            generation: Generation(1),
+            sequence: Sequence(1),
+        },
+        agent_version: "v".to_owned(),
+        host: Some(HostMetrics {
+            cpu_percent,
+            memory_used_bytes: 0,
+            memory_total_bytes: 0,
+            disk_used_bytes: 0,
+            disk_capacity_bytes: 0,
+        }),
+        database: None,
+        unreachable_peers: Default::default(),
+        unreachable_peers_total: 0,
+    };
+    let positive = build(&[Op::Record(Box::new(record(0.0)))]);
+    let negative = build(&[Op::Record(Box::new(record(-0.0)))]);
+    assert_eq!(
+        bytes_of(&merged(&positive, &negative)),
+        bytes_of(&merged(&negative, &positive))
+    );
 }

@@ -160,17 +160,14 @@ impl TelemetryMap {
         let outcome = match version.cmp(&register.marker) {
             Ordering::Less => RecordMerge::Stale,
             Ordering::Greater => RecordMerge::Replaced,
-            Ordering::Equal if register.val == record => RecordMerge::Duplicate,
-            Ordering::Equal => {
-                // Same marker, different value: LWWReg would keep whichever it
-                // holds, which depends on merge order. Pick by encoding instead.
-                debug_assert!(register.validate_update(&record, &version).is_err());
-                if tie_break(&record, &register.val) == Ordering::Greater {
-                    RecordMerge::TieBrokeIncoming
-                } else {
-                    RecordMerge::TieBrokeKnown
-                }
-            }
+            // Same marker: LWWReg would keep whichever it holds, which depends
+            // on merge order when the values differ. Compare encodings instead
+            // (not `==`: 0.0 and -0.0 are equal but encode differently).
+            Ordering::Equal => match tie_break(&record, &register.val) {
+                Ordering::Equal => RecordMerge::Duplicate,
+                Ordering::Greater => RecordMerge::TieBrokeIncoming,
+                Ordering::Less => RecordMerge::TieBrokeKnown,
+            },
         };
         match outcome {
             RecordMerge::Replaced => register.update(record, version),
