@@ -473,3 +473,35 @@ fn observe_latency(rule: &LatencyBaselineRule, state: &mut NodeState, record: &N
     baseline.samples = baseline.samples.saturating_add(1);
     debug_assert!(baseline.latency_p99_us.is_finite() && baseline.latency_p99_us >= 0.0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_defaults_are_valid_and_match_the_issue() {
+        let config = AlertConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.cpu_high.cpu_percent_max, 80.0);
+        assert_eq!(config.disk_full.disk_used_percent_max, 90.0);
+        assert_eq!(config.replication_lag.lag_ms_max, 5000);
+        assert_eq!(config.latency_p99_baseline.factor, 3.0);
+    }
+
+    #[test]
+    fn alerts_rule_names_match_the_config_keys() {
+        let config = serde_json::to_value(AlertConfig::default()).unwrap();
+        for rule in [
+            AlertRule::CpuHigh,
+            AlertRule::DiskFull,
+            AlertRule::ReplicationLag,
+            AlertRule::LatencyP99Baseline,
+        ] {
+            assert!(config.get(rule.name()).is_some(), "{rule}");
+            assert_eq!(
+                serde_json::to_value(rule).unwrap(),
+                serde_json::Value::String(rule.name().to_owned())
+            );
+        }
+    }
+}

@@ -27,6 +27,25 @@
 //! bytes from a stream   ─► store.handle_anti_entropy(now, bytes) ─► maybe reply
 //! catalog says removed  ─► store.remove_node(now, node, generation) ─► broadcast
 //! ```
+//!
+//! foca owns its `BroadcastHandler` and has no accessor for it, so the
+//! handler reaches the store through shared state; it is this much code
+//! (see `membership/tests/telemetry_foca.rs`, which runs it on real foca
+//! instances):
+//!
+//! ```text
+//! impl BroadcastHandler<Identity> for TelemetryBroadcasts {
+//!     type Key = TelemetryKey;
+//!     type Error = TelemetryError;
+//!     fn receive_item(&mut self, data: &[u8], sender: Option<&Identity>)
+//!         -> Result<Option<TelemetryKey>, TelemetryError> {
+//!         self.store.borrow_mut().receive_delta(self.now.get(), data, DeltaSource::from(sender))
+//!     }
+//! }
+//! // after handle_timeout returned Broadcast(delta):
+//! foca.add_broadcast(&delta.bytes)?;
+//! foca.broadcast(&mut runtime)?; // push it now rather than wait for a probe to piggyback on
+//! ```
 
 pub mod config;
 mod error;

@@ -250,3 +250,88 @@ fn tie_break(left: &NodeRecord, right: &NodeRecord) -> Ordering {
     let right_bytes = super::wire::encode_record(right);
     left_bytes.cmp(&right_bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::record::Sequence;
+
+    fn record(node: &str, generation: u64, sequence: u64, agent_version: &str) -> NodeRecord {
+        NodeRecord {
+            node_id: NodeId::new(node).unwrap(),
+            version: Version {
+                generation: Generation(generation),
+                sequence: Sequence(sequence),
+            },
+            agent_version: agent_version.to_owned(),
+            host: None,
+            database: None,
+            unreachable_peers: Default::default(),
+            unreachable_peers_total: 0,
+        }
+    }
+
+    /// Holds `held` (if any) under tombstone `tombstone` (if any), merges
+    /// `incoming`, and returns the outcome.
+    fn merge_one(
+        held: Option<(u64, u64, &str)>,
+        tombstone: Option<u64>,
+        incoming: (u64, u64, &str),
+    ) -> RecordMerge {
+        let mut map = TelemetryMap::new();
+        if let Some((generation, sequence, content)) = held {
+            map.merge_record(record("a", generation, sequence, content));
+        }
+        if let Some(generation) = tombstone {
+            map.merge_tombstone(&NodeId::new("a").unwrap(), Generation(generation));
+        }
+        let (generation, sequence, content) = incoming;
+        map.merge_record(record("a", generation, sequence, content))
+    }
+
+    #[test]
+    fn telemetry_record_merge_table() {
+        use RecordMerge::*;
+        let cases = [
+            (None, None, (1, 1, "x"), Inserted),
+            (Some((1, 1, "x")), None, (1, 2, "x"), Replaced),
+            (Some((1, 5, "x")), None, (2, 1, "x"), Replaced),
+            (Some((1, 2, "x")), None, (1, 1, "x"), Stale),
+            (Some((2, 1, "x")), None, (1, 9, "x"), Stale),
+            (Some((1, 1, "x")), None, (1, 1, "x"), Duplicate),
+            (Some((1, 1, "x")), None, (1, 1, "y"), TieBrokeIncoming),
+            (Some((1, 1, "y")), None, (1, 1, "x"), TieBrokeKnown),
+            (None, Some(1), (1, 9, "x"), Tombstoned),
+            (None, Some(1), (2, 1, "x"), Inserted),
+            (Some((1, 1, "x")), Some(1), (1, 2, "x"), Tombstoned),
+        ];
+        for (held, tombstone, incoming, expected) in cases {
+            assert_eq!(
+                merge_one(held, tombstone, incoming),
+                expected,
+                "{held:?} {tombstone:?} {incoming:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn telemetry_tombstone_removes_covered_records_only() {
+        let mut map = TelemetryMap::new();
+        let a = NodeId::new("a").unwrap();
+        map.merge_record(record("a", 2, 1, "x"));
+        let outcome = map.merge_tombstone(&a, Generation(1));
+        assert_eq!(
+            outcome,
+            TombstoneMerge {
+                raised: true,
+                removed_record: false
+            }
+        );
+        assert!(map.record(&a).is_some());
+        let outcome = map.merge_tombstone(&a, Generation(2));
+        assert!(outcome.raised && outcome.removed_record);
+        assert!(map.record(&a).is_none());
+        assert!(!map.merge_tombstone(&a, Generation(1)).raised);
+        assert_eq!(map.tombstone(&a), Some(Generation(2)));
+    }
+}
