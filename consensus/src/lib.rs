@@ -24,6 +24,50 @@
 //! * [`Catalog`] — the state machine ([`Command`] in, [`CommandResult`] out).
 //! * [`LogStore`], [`MemStorage`], [`SledStorage`] — where Raft state lives.
 //! * [`encode_message`] / [`decode_message`] — bytes for the transport.
+//!
+//! # Driving a node
+//!
+//! ```
+//! use shoal_consensus::{
+//!     Actor, Command, MemStorage, NodeId, Op, Output, RaftConfig, RaftNode, RequestId,
+//!     bootstrap, decode_message, encode_message,
+//! };
+//!
+//! # fn main() -> Result<(), shoal_consensus::Error> {
+//! let me = NodeId::new("db-01")?;
+//! // Once, when the seed set is fixed: every seed writes the same genesis state.
+//! // (The agent uses `SledStorage::open(db)?` instead of `MemStorage`.)
+//! let mut storage = MemStorage::new();
+//! bootstrap(&mut storage, &[me.clone()])?;
+//! // On every start: open the node on its storage, with a seed for its RNG.
+//! let mut node = RaftNode::new(RaftConfig::new(me.clone()), storage, 42)?;
+//! node.campaign()?; // or just tick until a leader is elected
+//!
+//! let command = Command {
+//!     request_id: RequestId::new("req-1")?,
+//!     actor: Actor("token:ops".to_owned()),
+//!     time_unix_ms: 1_700_000_000_000, // the shell's wall clock, read by the caller
+//!     op: Op::SetConfig { key: "k".to_owned(), value: "v".to_owned(), expected_version: None },
+//! };
+//! node.propose(&command)?; // Err(NotLeader { leader }) on followers: forward there
+//!
+//! // After every input (tick every 100 ms, step on each received message, propose…):
+//! for output in node.drain_outputs() {
+//!     match output {
+//!         // Already durable: ship the bytes to `message.to` over the transport.
+//!         Output::Send(message) => {
+//!             let bytes = encode_message(&message)?;
+//!             let _received = decode_message(&bytes)?; // the peer then calls `step`
+//!         }
+//!         // Answer the client waiting on this request id.
+//!         Output::Applied(applied) => assert!(applied.result.is_ok()),
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(node.catalog().state().config["k"].value, "v");
+//! # Ok(())
+//! # }
+//! ```
 
 mod catalog;
 mod codec;

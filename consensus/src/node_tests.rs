@@ -364,3 +364,40 @@ fn many_seeds_stay_safe_under_loss_and_crashes() {
         );
     }
 }
+
+#[test]
+fn sled_backed_node_recovers_its_catalog_after_restart() {
+    use crate::{Output, RaftConfig, RaftNode, SledStorage, bootstrap};
+    let dir = tempfile::tempdir().unwrap();
+    let me = node_id("db-01");
+    let mut config = RaftConfig::new(me.clone());
+    config.snapshot_interval_entries = 5;
+    config.log_retained_entries = 1;
+    let mut storage = SledStorage::open_path(dir.path()).unwrap();
+    bootstrap(&mut storage, std::slice::from_ref(&me)).unwrap();
+    let mut node = RaftNode::new(config.clone(), storage, 1).unwrap();
+    node.campaign().unwrap();
+    assert_eq!(node.role(), Role::Leader);
+    for i in 0..12 {
+        node.propose(&set_config(&format!("r{i}"), "k", &i.to_string()))
+            .unwrap();
+    }
+    let outputs = node.drain_outputs();
+    let n_applied = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Applied(a) if a.result.is_ok()))
+        .count();
+    assert_eq!(n_applied, 12);
+    let state = node.catalog().state().clone();
+    let chain_hash = node.catalog().chain_hash();
+    let applied = node.applied_index();
+    assert!(node.counters().snapshots_taken >= 2);
+    drop(node);
+
+    let storage = SledStorage::open_path(dir.path()).unwrap();
+    let node = RaftNode::new(config, storage, 2).unwrap();
+    assert_eq!(node.applied_index(), applied);
+    assert_eq!(node.catalog().chain_hash(), chain_hash);
+    assert_eq!(node.catalog().state(), &state);
+    assert_eq!(node.voters(), vec![me]);
+}

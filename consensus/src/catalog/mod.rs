@@ -365,9 +365,7 @@ impl Catalog {
         self.applied_term = term;
     }
 
-    /// Applies a decoded command (idempotent by request id). Public so tests and
-    /// non-Raft replicas can drive the state machine; the Raft node uses
-    /// [`Catalog::apply_entry`].
+    /// Applies a decoded command (idempotent by request id).
     fn apply_command(&mut self, index: CatalogIndex, command: Command) -> CommandResult {
         if !command.request_id.is_valid() {
             return Err(invalid("request_id", "bad characters or length"));
