@@ -1,0 +1,92 @@
+//! Prometheus metrics: the registry, and publishing the core's counters.
+//!
+//! The core keeps plain counters (it cannot touch a global registry); the
+//! shell copies them into the `metrics` registry when `/metrics` is scraped,
+//! so a scrape always reflects the core's state at that instant.
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use shoal_membership::MemberState;
+use shoal_membership::codec::DropReason;
+
+use crate::core::NodeCore;
+use crate::transport::TransportStats;
+
+/// The process's metrics registry.
+#[derive(Debug)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Installs the global recorder. Call once per process.
+    pub fn install() -> Result<Self> {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).context("install metrics recorder")?;
+        Ok(Self { handle })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Copies the core's and transport's counters into the registry.
+    pub fn publish(&self, core: &NodeCore, transport: &TransportStats) {
+        let membership = core.membership();
+        let stats = membership.stats();
+        let members = core.members();
+        for state in MemberState::ALL {
+            let count = members.iter().filter(|row| row.state == state).count();
+            metrics::gauge!("shoal_members", "state" => state.as_str()).set(count as f64);
+        }
+        metrics::gauge!("shoal_local_health").set(f64::from(membership.local_health()));
+        metrics::gauge!("shoal_generation").set(membership.identity().generation.0 as f64);
+        let counters = [
+            ("shoal_swim_probes_total", stats.probes),
+            ("shoal_swim_probes_failed_total", stats.probes_failed),
+            ("shoal_swim_suspicions_total", stats.suspicions),
+            (
+                "shoal_swim_suspicions_expired_total",
+                stats.suspicions_expired,
+            ),
+            (
+                "shoal_swim_accusations_received_total",
+                stats.accusations_received,
+            ),
+            ("shoal_swim_timers_late_total", stats.timers_late),
+            ("shoal_swim_self_suspected_total", stats.self_suspected),
+            (
+                "shoal_transport_handshakes_failed_total",
+                transport.handshakes_failed,
+            ),
+            (
+                "shoal_transport_peer_mismatches_total",
+                transport.peer_mismatches,
+            ),
+            (
+                "shoal_transport_datagrams_unsent_total",
+                transport.datagrams_unsent,
+            ),
+            (
+                "shoal_transport_inbound_dropped_total",
+                transport.inbound_dropped,
+            ),
+        ];
+        for (name, value) in counters {
+            metrics::counter!(name).absolute(value);
+        }
+        metrics::counter!("shoal_swim_packets_total", "direction" => "in")
+            .absolute(stats.packets_in);
+        metrics::counter!("shoal_swim_packets_total", "direction" => "out")
+            .absolute(stats.packets_out);
+        metrics::counter!("shoal_swim_bytes_total", "direction" => "in").absolute(stats.bytes_in);
+        metrics::counter!("shoal_swim_bytes_total", "direction" => "out").absolute(stats.bytes_out);
+        for reason in DropReason::ALL {
+            let value = stats.drops.get(&reason).copied().unwrap_or(0);
+            metrics::counter!("shoal_swim_drops_total", "reason" => reason.as_str())
+                .absolute(value);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The agent's own durable state in sled: today the node generation.
+//!
+//! One sled database per data dir (sled locks it, so two agents can never
+//! share a data dir by mistake). Later the Raft log and catalog live in
+//! other trees of the same database.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use shoal_membership::Generation;
+
+const GENERATION_KEY: &[u8] = b"generation";
+
+/// The agent's sled database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("data_dir: create {}", data_dir.display()))?;
+        let path = data_dir.join("db");
+        let db = sled::Config::new().path(&path).open().with_context(|| {
+            format!(
+                "data_dir: open {} (is another agent using it?)",
+                path.display()
+            )
+        })?;
+        Ok(Self { db })
+    }
+
+    /// Reads the last generation, adds one, and makes it durable before
+    /// returning it: no two starts ever share a generation.
+    pub fn bump_generation(&self) -> Result<Generation> {
+        let agent = self.db.open_tree("agent").context("open tree agent")?;
+        let previous = match agent.get(GENERATION_KEY).context("read generation")? {
+            Some(bytes) => {
+                let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_ref()) else {
+                    bail!(
+                        "data_dir: stored generation is corrupt ({} bytes)",
+                        bytes.len()
+                    );
+                };
+                u64::from_be_bytes(bytes)
+            }
+            None => 0,
+        };
+        let next = previous.checked_add(1).context("generation overflow")?;
+        agent
+            .insert(GENERATION_KEY, &next.to_be_bytes())
+            .context("write generation")?;
+        agent.flush().context("flush generation")?;
+        Ok(Generation(next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_bumped_on_every_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap().bump_generation().unwrap();
+        let second = Store::open(dir.path()).unwrap().bump_generation().unwrap();
+        assert_eq!(first, Generation(1));
+        assert_eq!(second, Generation(2));
+    }
+}
