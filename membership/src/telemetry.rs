@@ -483,24 +483,23 @@ impl TelemetryStore {
             }
         };
         let key = delta.key();
-        let keep = match delta {
-            Delta::Record(record) => {
-                let node_id = record.node_id.clone();
-                let version = record.version;
-                let outcome = self.merge_record(now, record)?;
-                outcome.changed()
-                    || (source == DeltaSource::Local
-                        && self
-                            .map
-                            .record(&node_id)
-                            .is_some_and(|held| held.version == version))
-            }
+        // Our own `add_broadcast` of what the map already holds: keep it,
+        // without counting it as a received (stale) version.
+        let held_already = match &delta {
+            Delta::Record(record) => self
+                .map
+                .record(&record.node_id)
+                .is_some_and(|held| held.version == record.version),
             Delta::Tombstone(tombstone) => {
-                let outcome = self.merge_tombstone(now, &tombstone);
-                outcome.raised
-                    || (source == DeltaSource::Local
-                        && self.map.tombstone(&tombstone.node_id) == Some(tombstone.generation))
+                self.map.tombstone(&tombstone.node_id) == Some(tombstone.generation)
             }
+        };
+        if source == DeltaSource::Local && held_already {
+            return Ok(Some(key));
+        }
+        let keep = match delta {
+            Delta::Record(record) => self.merge_record(now, record)?.changed(),
+            Delta::Tombstone(tombstone) => self.merge_tombstone(now, &tombstone).raised,
         };
         Ok(keep.then_some(key))
     }
