@@ -358,6 +358,7 @@ impl<S: LogStore> RaftNode<S> {
 
     /// Advances Raft time by one tick.
     pub fn tick(&mut self) -> Result<(), Error> {
+        let _span = self.span("tick").entered();
         self.check_running()?;
         self.raw.tick();
         self.after_input()
@@ -366,6 +367,7 @@ impl<S: LogStore> RaftNode<S> {
     /// Handles a message from a peer. Messages for another node, or whose names and
     /// ids disagree, are refused with [`Error::Misrouted`]; nothing changes then.
     pub fn step(&mut self, message: RaftMessage) -> Result<(), Error> {
+        let _span = self.span("step").entered();
         self.check_running()?;
         if message.to != self.config.node_id || message.message.to != self.raft_id.0 {
             return Err(Error::Misrouted {
@@ -402,6 +404,7 @@ impl<S: LogStore> RaftNode<S> {
     /// id — or never, if leadership is lost first (the caller should time out and retry
     /// with the same request id, which is safe).
     pub fn propose(&mut self, command: &Command) -> Result<CatalogIndex, Error> {
+        let _span = self.span("propose").entered();
         self.check_running()?;
         self.check_leader()?;
         let bytes = command.encode()?;
@@ -417,6 +420,7 @@ impl<S: LogStore> RaftNode<S> {
     /// caught up, [`Output::ReadReady`] carries `context` back. If there is no leader
     /// the read is silently dropped by raft: the caller should time out and retry.
     pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), Error> {
+        let _span = self.span("read_index").entered();
         self.check_running()?;
         if context.len() > READ_CONTEXT_BYTES_MAX {
             return Err(Error::TooLarge {
@@ -436,6 +440,7 @@ impl<S: LogStore> RaftNode<S> {
     /// applied through a joint configuration that raft leaves automatically. Refused
     /// while another change is in progress.
     pub fn propose_conf_change(&mut self, changes: &[MembershipChange]) -> Result<(), Error> {
+        let _span = self.span("propose_conf_change").entered();
         self.check_running()?;
         self.check_leader()?;
         let invalid = |reason: String| Err(Error::InvalidConfChange { reason });
@@ -491,6 +496,7 @@ impl<S: LogStore> RaftNode<S> {
 
     /// Asks the leader to hand leadership to `target`, a voter.
     pub fn transfer_leader(&mut self, target: &NodeId) -> Result<(), Error> {
+        let _span = self.span("transfer_leader").entered();
         self.check_running()?;
         self.check_leader()?;
         if !self.catalog.seeds().voters.contains(target) {
@@ -609,6 +615,15 @@ impl<S: LogStore> RaftNode<S> {
     }
 
     // ----- ready handling ------------------------------------------------------------
+
+    fn span(&self, input: &'static str) -> tracing::Span {
+        tracing::trace_span!(
+            "raft_node",
+            input,
+            node = %self.config.node_id,
+            term = self.raw.raft.term
+        )
+    }
 
     fn check_running(&self) -> Result<(), Error> {
         if self.stopped {
