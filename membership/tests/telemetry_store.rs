@@ -96,7 +96,11 @@ fn delta_flow_local_update_to_peer_merge() {
     a.set_host_metrics(host(42.0)).unwrap();
     a.set_database_report(secs(0), report()).unwrap();
     let bytes = refresh_delta(&mut a, secs(1));
-    assert_eq!(a.counters().stale_received, 0, "our own add_broadcast is not news");
+    assert_eq!(
+        a.counters().stale_received,
+        0,
+        "our own add_broadcast is not news"
+    );
 
     let key = b.receive_delta(secs(2), &bytes, DeltaSource::Peer).unwrap();
     assert_eq!(
