@@ -199,8 +199,9 @@ pub enum Move {
         /// The node that will hold the new replica.
         target: NodeId,
     },
-    /// Delete the replica of `shard` on `source`. Only planned once the shard's other replicas
-    /// already provide the replication factor and spread.
+    /// Delete the replica of `shard` on `source`. Planned either once the shard's other
+    /// replicas already provide the replication factor and spread, or right after the
+    /// `AddReplica` of its replacement in the same plan (then it waits for that add).
     RemoveReplica {
         /// The shard.
         shard: ShardId,
@@ -288,11 +289,17 @@ pub enum Reason {
     Cold,
     /// Balance primaries: from a node with more primary load to one with less.
     BalancePrimaries,
-    /// Balance replicas: from a node with more load to one with less (`from` loses it next
-    /// round, once the new replica is in place).
+    /// Balance replicas: from a node with more load to one with less. The removal from
+    /// `from` follows in the same plan, as [`Reason::Replaced`].
     BalanceReplicas {
-        /// The node the replica is meant to leave.
+        /// The node the replica leaves.
         from: NodeId,
+    },
+    /// The replica's replacement, added earlier in the same plan, is on `by`: remove once
+    /// that add is complete.
+    Replaced {
+        /// The node of the replacement.
+        by: NodeId,
     },
 }
 
@@ -347,11 +354,18 @@ pub enum Infeasible {
 }
 
 /// The planner's answer.
+///
+/// Moves of *different* shards are independent and may run in parallel. Moves of the *same*
+/// shard form a sequence and must run in plan order, each after the previous one completed:
+/// that is how a relocation reads — `AddReplica` on the target, maybe `TransferPrimary` to
+/// it, then `RemoveReplica` on the source (reason [`Reason::Replaced`]) — so a replica is
+/// only ever removed once its replacement is in place. The controller runs such a sequence as
+/// one multi-step catalog operation, and lists the unfinished steps as in flight.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Plan {
     /// The moves to make, in priority order. At most `Policy::moves_per_round_max` of them,
     /// and no node named by more than `Policy::moves_per_node_max` of these plus in-flight
-    /// moves.
+    /// moves (a removal from a dead node costs that node nothing).
     pub moves: Vec<PlannedMove>,
     /// Constraints that could not be met, sorted. Empty when the plan fully satisfies the
     /// policy (or will, once its moves are applied).
@@ -424,6 +438,7 @@ impl fmt::Display for Reason {
             Reason::Cold => write!(f, "cold"),
             Reason::BalancePrimaries => write!(f, "balance-primaries"),
             Reason::BalanceReplicas { from } => write!(f, "balance-replicas from {}", from.0),
+            Reason::Replaced { by } => write!(f, "replaced by {}", by.0),
         }
     }
 }

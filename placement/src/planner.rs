@@ -55,9 +55,14 @@ impl Ord for Load {
 
 type LoadKey = (Load, u32);
 
-/// How much a replica deserves removal: on a suspect node, relative load, inverse rendezvous
-/// weight, inverse node index (larger is removed first).
-type VictimScore = (bool, f64, std::cmp::Reverse<u64>, u32);
+/// Ranks relocations, smallest first: negated gap, imbalance left, moves a primary,
+/// inverse rendezvous weight, then shard, source and target indices.
+type RelocationScore = (Load, Load, bool, u64, u32, u32, u32);
+
+/// How much a replica deserves removal: on a suspect node, its node stays inside the band,
+/// relative load, not the primary, inverse rendezvous weight, inverse node index (larger is
+/// removed first).
+type VictimScore = (bool, bool, f64, bool, std::cmp::Reverse<u64>, u32);
 
 struct NodeState<'a> {
     node: &'a Node,
@@ -151,6 +156,9 @@ struct Planner<'a> {
     moves: Vec<PlannedMove>,
     notes: BTreeSet<Infeasible>,
     budget_hit: bool,
+    /// Some repair waits for a later round (budgets): excess replicas are kept until the
+    /// repairs land, because where load ends up is not known yet.
+    repairs_deferred: bool,
     next_shard_id: u64,
 }
 
@@ -334,6 +342,7 @@ impl<'a> Planner<'a> {
             moves: Vec::new(),
             notes: BTreeSet::new(),
             budget_hit: false,
+            repairs_deferred: false,
             next_shard_id,
         };
         planner.project_loads();
@@ -842,12 +851,19 @@ impl<'a> Planner<'a> {
                     break;
                 };
                 if self.round_full() {
+                    self.repairs_deferred = true;
                     return;
                 }
                 let id = self.shards[shard as usize].shard.id;
                 match self.choose_target(shard, live < rf) {
-                    Choice::Node(target) => self.plan_add(shard, target, reason),
-                    Choice::Defer => break,
+                    Choice::Node(target) => {
+                        self.plan_add(shard, target, reason);
+                        self.retire_draining(shard, target);
+                    }
+                    Choice::Defer => {
+                        self.repairs_deferred = true;
+                        break;
+                    }
                     Choice::None => {
                         self.notes.insert(Infeasible::NoTarget { shard: id });
                         break;
@@ -857,11 +873,49 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// After adding a replica to a shard that has one on a draining node, plans the
+    /// draining replica's removal behind the add (same sequence, see [`Plan`]).
+    fn retire_draining(&mut self, shard: u32, added: u32) {
+        let state = &self.shards[shard as usize];
+        let draining = state.replicas.iter().position(|r| {
+            !r.removing
+                && state.primary != Some(r.node)
+                && self.status(r.node) == NodeStatus::Draining
+                && self.has_budget(r.node)
+        });
+        if let Some(replica) = draining
+            && !self.round_full()
+        {
+            let by = self.nodes[added as usize].node.id.clone();
+            self.plan_remove(shard, replica, Reason::Replaced { by });
+        }
+    }
+
     /// Removes replicas the shard no longer needs: on dead nodes, on draining nodes once the
     /// replacements are in place, and beyond the replication factor (keeping spread).
     fn remove_surplus(&mut self) {
         let rf = self.policy.replication_factor;
         let want = self.spread_want();
+        // Excess removal must not leave a node below the band, or balance would pull the
+        // replica straight back.
+        // The mean is the one after every excess replica is gone.
+        let excess: f64 = (0..self.shards.len() as u32)
+            .map(|shard| {
+                let extra = self.live_count(shard).saturating_sub(rf);
+                extra as f64 * self.shards[shard as usize].weight
+            })
+            .sum();
+        let capacity: f64 = self
+            .nodes
+            .iter()
+            .filter(|n| n.node.status == NodeStatus::Alive)
+            .map(|n| n.capacity)
+            .sum();
+        let mean = if capacity > 0.0 {
+            (self.alive_mean(|node| node.load) * capacity - excess).max(0.0) / capacity
+        } else {
+            0.0
+        };
         for shard in 0..self.shards.len() as u32 {
             // Replicas counted here are *in place*: a replacement still being added does not
             // make its predecessor removable.
@@ -898,20 +952,37 @@ impl<'a> Planner<'a> {
                 self.plan_remove(shard, replica, reason);
             }
             // Excess live replicas: drop the one whose loss keeps the spread, preferring
-            // suspect nodes, then the most loaded, then the lowest rendezvous weight.
+            // suspect nodes, then the most loaded, then the lowest rendezvous weight. Not while
+            // the shard awaits a failover: the most advanced replica must stay a candidate.
+            let primary_live = primary.is_some_and(|p| counts_as_live(self.status(p)));
+            if !primary_live || self.repairs_deferred {
+                continue;
+            }
             let mut live = live_in_place(self);
             while live.len() > rf && !self.round_full() {
-                let Some(victim) = self.excess_victim(shard, &live) else {
+                let Some(victim) = self.excess_victim(shard, &live, mean) else {
                     break;
                 };
                 let node = self.shards[shard as usize].replicas[victim].node;
+                if self.shards[shard as usize].primary == Some(node) {
+                    // The primary's node is the most loaded: hand the primary over first, in
+                    // the same sequence, then remove.
+                    let Some(target) = self.most_advanced(shard, Some(node)) else {
+                        break;
+                    };
+                    if self.moves.len() + 2 > self.policy.moves_per_round_max {
+                        self.budget_hit = true;
+                        break;
+                    }
+                    self.plan_transfer(shard, target, Reason::ClearForRemoval);
+                }
                 self.plan_remove(shard, victim, Reason::Excess);
                 live.retain(|n| *n != node);
             }
         }
     }
 
-    fn excess_victim(&self, shard: u32, live: &[u32]) -> Option<usize> {
+    fn excess_victim(&self, shard: u32, live: &[u32], mean: f64) -> Option<usize> {
         let state = &self.shards[shard as usize];
         let mut domains: Vec<u32> = live.iter().filter_map(|n| self.domain_of(*n)).collect();
         domains.sort_unstable();
@@ -919,11 +990,8 @@ impl<'a> Planner<'a> {
         let keep = spread.min(self.spread_want());
         let mut best: Option<(usize, VictimScore)> = None;
         for (position, replica) in state.replicas.iter().enumerate() {
-            if replica.removing
-                || !live.contains(&replica.node)
-                || state.primary == Some(replica.node)
-                || !self.has_budget(replica.node)
-            {
+            let is_primary = state.primary == Some(replica.node);
+            if replica.removing || !live.contains(&replica.node) || !self.has_budget(replica.node) {
                 continue;
             }
             let mut rest = domains.clone();
@@ -936,17 +1004,28 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let node = &self.nodes[replica.node as usize];
+            let after = (node.load - state.weight) / node.capacity;
+            let stays_in_band = self.band(after, mean, node.capacity) != Band::Under;
             let score = (
                 self.status(replica.node) == NodeStatus::Suspect,
+                stays_in_band,
                 node.ratio(),
+                !is_primary,
                 std::cmp::Reverse(rendezvous(node.hash, state.shard.id)),
                 u32::MAX - replica.node,
             );
             let better = match &best {
                 None => true,
                 Some((_, current)) => {
-                    (score.0, Load(score.1), score.2, score.3)
-                        > (current.0, Load(current.1), current.2, current.3)
+                    (score.0, score.1, Load(score.2), score.3, score.4, score.5)
+                        > (
+                            current.0,
+                            current.1,
+                            Load(current.2),
+                            current.3,
+                            current.4,
+                            current.5,
+                        )
                 }
             };
             if better {
@@ -973,31 +1052,19 @@ impl<'a> Planner<'a> {
             if !needs {
                 continue;
             }
-            let candidates: Vec<&ReplicaState<'_>> = state
+            let any_alive = state
                 .replicas
                 .iter()
-                .filter(|r| !r.removing && self.status(r.node) == NodeStatus::Alive)
-                .collect();
-            let Some(top) = candidates.iter().map(|r| r.applied).max() else {
+                .any(|r| !r.removing && self.status(r.node) == NodeStatus::Alive);
+            if !any_alive {
                 if !state.replicas.is_empty() {
                     self.notes.insert(Infeasible::NoPrimaryCandidate {
                         shard: state.shard.id,
                     });
                 }
                 continue;
-            };
-            let id = state.shard.id;
-            let mut best: Option<(f64, u32)> = None;
-            for replica in candidates.iter().filter(|r| r.applied == top) {
-                if !self.has_budget(replica.node) {
-                    continue;
-                }
-                let load = self.nodes[replica.node as usize].primary_ratio();
-                if self.better_target(id, (load, replica.node), best) {
-                    best = Some((load, replica.node));
-                }
             }
-            let Some((_, target)) = best else {
+            let Some(target) = self.most_advanced(shard, None) else {
                 continue;
             };
             if self.round_full() {
@@ -1005,6 +1072,36 @@ impl<'a> Planner<'a> {
             }
             self.plan_transfer(shard, target, Reason::Failover);
         }
+    }
+
+    /// The alive replica (other than `except`) with the most advanced applied position;
+    /// among equals the one with the least primary load, then by rendezvous weight. `None`
+    /// if no such replica has budget left this round: the caller waits rather than pick a
+    /// less advanced one.
+    fn most_advanced(&self, shard: u32, except: Option<u32>) -> Option<u32> {
+        let state = &self.shards[shard as usize];
+        let candidates = state.replicas.iter().filter(|r| {
+            !r.removing && Some(r.node) != except && self.status(r.node) == NodeStatus::Alive
+        });
+        let top = candidates.clone().map(|r| r.applied).max()?;
+        let mut best: Option<(f64, u32)> = None;
+        for replica in candidates.filter(|r| r.applied == top) {
+            if !self.has_budget(replica.node) {
+                continue;
+            }
+            let load = self.nodes[replica.node as usize].primary_ratio();
+            if self.better_target(state.shard.id, (load, replica.node), best) {
+                best = Some((load, replica.node));
+            }
+        }
+        let chosen = best.map(|(_, node)| node);
+        debug_assert!(chosen.is_none_or(|node| {
+            state
+                .replicas
+                .iter()
+                .any(|r| r.node == node && r.applied == top)
+        }));
+        chosen
     }
 
     // ---- phase 3: split and merge ----------------------------------------------------------
@@ -1262,7 +1359,7 @@ impl<'a> Planner<'a> {
     /// The best primary transfer giving from `node` (`pull == None`) or taking onto `node`
     /// (`pull == Some`). Returns the shard and the new primary.
     fn primary_move(&self, node: u32, pull: Option<()>) -> Option<(u32, u32)> {
-        let mut best: Option<(Load, u64, u32, u32)> = None;
+        let mut best: Option<(Load, Load, u64, u32, u32)> = None;
         for &shard in &self.nodes[node as usize].hosted {
             if !self.settled(shard) {
                 continue;
@@ -1300,9 +1397,9 @@ impl<'a> Planner<'a> {
                 if after_target >= s.primary_ratio() {
                     continue;
                 }
-                let score = Load(after_target.max(after_source));
                 let candidate = (
-                    score,
+                    Load(t.primary_ratio() - s.primary_ratio()),
+                    Load((after_source - after_target).abs()),
                     u64::MAX - rendezvous(t.hash, state.shard.id),
                     shard,
                     target,
@@ -1312,7 +1409,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        best.map(|(_, _, shard, target)| (shard, target))
+        best.map(|(_, _, _, shard, target)| (shard, target))
     }
 
     /// Relocates replicas from nodes above the band, or onto nodes below it, never lowering
@@ -1370,30 +1467,49 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Plans a relocation as one sequence: add on `to`, hand over the primary if `from`
+    /// holds it, then remove from `from`. The removal waits for the add (see [`Plan`]).
     fn plan_relocation(&mut self, shard: u32, from: u32, to: u32) {
-        let weight = self.shards[shard as usize].weight;
-        // The source keeps the replica until the new one is in place, but is projected
-        // without it so this round does not take more from it than intended.
-        self.update_node(from, |node| node.load -= weight);
+        let moves_primary = self.shards[shard as usize].primary == Some(from);
+        let needed = 2 + usize::from(moves_primary);
+        if self.moves.len() + needed > self.policy.moves_per_round_max {
+            self.budget_hit = true;
+            return;
+        }
         let from_id = self.nodes[from as usize].node.id.clone();
+        let to_id = self.nodes[to as usize].node.id.clone();
         self.plan_add(shard, to, Reason::BalanceReplicas { from: from_id });
+        if moves_primary {
+            self.plan_transfer(shard, to, Reason::ClearForRemoval);
+        }
+        let replica = self.shards[shard as usize]
+            .replicas
+            .iter()
+            .position(|r| r.node == from)
+            .expect("a relocation leaves a node that holds the shard");
+        self.plan_remove(shard, replica, Reason::Replaced { by: to_id });
     }
 
     /// The best relocation among the candidate (source, target) pairs: the one leaving the
     /// pair's larger relative load smallest; ties by rendezvous weight, then ids.
     fn replica_move(&self, pairs: impl Iterator<Item = (u32, u32)>) -> Option<(u32, u32, u32)> {
-        let mut best: Option<(Load, u64, u32, u32, u32)> = None;
+        let mut best: Option<RelocationScore> = None;
         for (source, target) in pairs {
             if source == target {
                 continue;
             }
             let (s, t) = (&self.nodes[source as usize], &self.nodes[target as usize]);
-            if !t.in_targets {
+            if !t.in_targets || s.moves >= self.policy.moves_per_node_max {
                 continue;
             }
             for &shard in &s.hosted {
                 let state = &self.shards[shard as usize];
-                if state.primary == Some(source) || !self.settled(shard) {
+                if !self.settled(shard) {
+                    continue;
+                }
+                // Moving the primary's replica also hands the primary to the target.
+                let target_moves = 1 + usize::from(state.primary == Some(source));
+                if t.moves + target_moves > self.policy.moves_per_node_max {
                     continue;
                 }
                 let after_target = (t.load + state.weight) / t.capacity;
@@ -1413,8 +1529,12 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let after_source = (s.load - state.weight) / s.capacity;
+                // Widest gap first (the heaviest source for a pull, the lightest target for
+                // a push), then the weight that best evens the pair, then a non-primary.
                 let candidate = (
-                    Load(after_target.max(after_source)),
+                    Load(t.ratio() - s.ratio()),
+                    Load((after_source - after_target).abs()),
+                    state.primary == Some(source),
                     u64::MAX - rendezvous(t.hash, state.shard.id),
                     shard,
                     source,
@@ -1425,7 +1545,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        best.map(|(_, _, shard, source, target)| (shard, source, target))
+        best.map(|(_, _, _, _, shard, source, target)| (shard, source, target))
     }
 
     fn finish(mut self, history: History) -> Plan {
