@@ -47,7 +47,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{AppliedCommand, Catalog, Command, SeedGroup};
+use crate::catalog::{AppliedCommand, Catalog, Command, CommittedEntry, CommittedKind, SeedGroup};
 use crate::codec::RaftMessage;
 use crate::error::Error;
 use crate::ids::{CatalogIndex, NodeId, RaftId, Term};
@@ -62,6 +62,11 @@ pub const READ_CONTEXT_BYTES_MAX: usize = 256;
 pub const OUTPUT_MESSAGES_PENDING_MAX: usize = 100_000;
 /// Most changes in one membership change.
 pub const CONF_CHANGES_MAX: usize = 8;
+/// Most applied entries kept in memory to ship to the catalog copies of non-seed
+/// agents ([`RaftNode::entries_after`]); a copy further behind gets a snapshot.
+pub const RECENT_ENTRIES_MAX: usize = 10_000;
+/// Most bytes of applied entries kept for the same purpose.
+pub const RECENT_BYTES_MAX: usize = 32 << 20;
 
 /// The index and term of the genesis snapshot every bootstrapped seed starts from.
 pub const GENESIS_INDEX: CatalogIndex = CatalogIndex(1);
@@ -279,6 +284,9 @@ pub struct RaftNode<S: LogStore> {
     snapshot_index: u64,
     counters: NodeCounters,
     stopped: bool,
+    /// Recently applied entries, oldest first, for catalog copies.
+    recent: VecDeque<CommittedEntry>,
+    recent_bytes: usize,
 }
 
 impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
@@ -349,6 +357,8 @@ impl<S: LogStore> RaftNode<S> {
             snapshot_index,
             counters: NodeCounters::default(),
             stopped: false,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
         };
         node.after_input()?;
         Ok(node)
@@ -604,6 +614,35 @@ impl<S: LogStore> RaftNode<S> {
         self.raw.store()
     }
 
+    /// The applied entries after `index`, at most `bytes_max` of them (at least
+    /// one), for a catalog copy at `index`. `None` if they are no longer held (the
+    /// copy is too far behind, or this node restarted since): send the catalog
+    /// instead. An empty vector means the copy is up to date.
+    pub fn entries_after(
+        &self,
+        index: CatalogIndex,
+        bytes_max: usize,
+    ) -> Option<Vec<CommittedEntry>> {
+        if index >= self.catalog.applied_index() {
+            return Some(Vec::new());
+        }
+        let first = self.recent.front()?.index;
+        if index.0 + 1 < first.0 {
+            return None;
+        }
+        let skip = (index.0 + 1 - first.0) as usize;
+        let mut bytes = 0;
+        let mut entries = Vec::new();
+        for entry in self.recent.iter().skip(skip) {
+            bytes += entry.size_bytes();
+            if !entries.is_empty() && bytes > bytes_max {
+                break;
+            }
+            entries.push(entry.clone());
+        }
+        Some(entries)
+    }
+
     /// Counters of dropped messages and snapshots taken.
     pub fn counters(&self) -> NodeCounters {
         self.counters
@@ -751,6 +790,9 @@ impl<S: LogStore> RaftNode<S> {
         }
         self.catalog = catalog;
         self.snapshot_index = index;
+        // Copies behind this snapshot need the snapshot too, not our old entries.
+        self.recent.clear();
+        self.recent_bytes = 0;
         self.outputs.push_back(Output::SnapshotInstalled {
             index: CatalogIndex(index),
         });
@@ -786,6 +828,13 @@ impl<S: LogStore> RaftNode<S> {
                     if let Some(applied) = self.catalog.apply_entry(index, term, &entry.data) {
                         self.outputs.push_back(Output::Applied(applied));
                     }
+                    self.remember_entry(CommittedEntry {
+                        index,
+                        term,
+                        kind: CommittedKind::Normal {
+                            data: entry.data.to_vec(),
+                        },
+                    });
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change_entry(&entry)?;
@@ -860,9 +909,31 @@ impl<S: LogStore> RaftNode<S> {
         }
         self.catalog
             .apply_membership(index, Term(entry.term), &entry.data, seeds.clone());
+        self.remember_entry(CommittedEntry {
+            index,
+            term: Term(entry.term),
+            kind: CommittedKind::Membership {
+                data: entry.data.to_vec(),
+                seeds: seeds.clone(),
+            },
+        });
         self.outputs
             .push_back(Output::MembershipChanged { index, seeds });
         Ok(())
+    }
+
+    fn remember_entry(&mut self, entry: CommittedEntry) {
+        debug_assert!(
+            self.recent
+                .back()
+                .is_none_or(|last| last.index.0 + 1 == entry.index.0)
+        );
+        self.recent_bytes += entry.size_bytes();
+        self.recent.push_back(entry);
+        while self.recent.len() > RECENT_ENTRIES_MAX || self.recent_bytes > RECENT_BYTES_MAX {
+            let dropped = self.recent.pop_front().expect("not empty");
+            self.recent_bytes -= dropped.size_bytes();
+        }
     }
 
     fn release_reads(&mut self) {

@@ -294,6 +294,112 @@ pub enum Op {
 }
 
 impl Op {
+    /// The operation's name, as in its JSON tag and the audit trail.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::RegisterNode { .. } => "register_node",
+            Op::SetNodeLabels { .. } => "set_node_labels",
+            Op::SetNodeRole { .. } => "set_node_role",
+            Op::SetNodeStatus { .. } => "set_node_status",
+            Op::SetNodeCapacity { .. } => "set_node_capacity",
+            Op::CreateTable { .. } => "create_table",
+            Op::DropTable { .. } => "drop_table",
+            Op::AddSchemaVersion { .. } => "add_schema_version",
+            Op::SetSchemaVersion { .. } => "set_schema_version",
+            Op::CreateShard { .. } => "create_shard",
+            Op::AddReplica { .. } => "add_replica",
+            Op::PromoteReplica { .. } => "promote_replica",
+            Op::RemoveReplica { .. } => "remove_replica",
+            Op::SetPrimary { .. } => "set_primary",
+            Op::SetShardStatus { .. } => "set_shard_status",
+            Op::SplitShard { .. } => "split_shard",
+            Op::MergeShards { .. } => "merge_shards",
+            Op::BeginOperation { .. } => "begin_operation",
+            Op::AdvanceOperation { .. } => "advance_operation",
+            Op::FinishOperation { .. } => "finish_operation",
+            Op::SetConfig { .. } => "set_config",
+            Op::RollbackConfig { .. } => "rollback_config",
+            Op::BootstrapAcl { .. } => "bootstrap_acl",
+            Op::CreateToken { .. } => "create_token",
+            Op::RevokeToken { .. } => "revoke_token",
+            Op::Restore { .. } => "restore",
+        }
+    }
+
+    /// The operation's main arguments in a few words, for the audit trail. Never
+    /// includes a secret (token hashes) or a configuration value (it may be one).
+    pub fn detail(&self) -> String {
+        match self {
+            Op::RegisterNode {
+                node_id,
+                address,
+                generation,
+                ..
+            } => format!("node={node_id} address={address} generation={generation}"),
+            Op::SetNodeLabels { node_id, .. } | Op::SetNodeCapacity { node_id, .. } => {
+                format!("node={node_id}")
+            }
+            Op::SetNodeRole { node_id, role } => format!("node={node_id} role={role:?}"),
+            Op::SetNodeStatus { node_id, status } => format!("node={node_id} status={status:?}"),
+            Op::CreateTable {
+                name,
+                replication_factor,
+                ..
+            } => format!("table={name} replication_factor={replication_factor}"),
+            Op::DropTable { name } => format!("table={name}"),
+            Op::AddSchemaVersion { table, version, .. }
+            | Op::SetSchemaVersion { table, version } => format!("table={table} version={version}"),
+            Op::CreateShard {
+                table, replicas, ..
+            } => {
+                format!("table={table} replicas={}", replicas.len())
+            }
+            Op::AddReplica {
+                shard_id, node_id, ..
+            }
+            | Op::PromoteReplica { shard_id, node_id }
+            | Op::RemoveReplica { shard_id, node_id } => format!("shard={shard_id} node={node_id}"),
+            Op::SetPrimary {
+                shard_id,
+                node_id,
+                epoch,
+            } => format!("shard={shard_id} node={node_id} epoch={epoch}"),
+            Op::SetShardStatus { shard_id, status } => {
+                format!("shard={shard_id} status={status:?}")
+            }
+            Op::SplitShard { shard_id, .. } => format!("shard={shard_id}"),
+            Op::MergeShards { left, right } => format!("left={left} right={right}"),
+            Op::BeginOperation { kind } => format!("{kind:?}"),
+            Op::AdvanceOperation { operation_id, step } => {
+                format!("operation={operation_id} step={step}")
+            }
+            Op::FinishOperation {
+                operation_id,
+                completed,
+            } => format!("operation={operation_id} completed={completed}"),
+            Op::SetConfig {
+                key,
+                expected_version,
+                ..
+            } => match expected_version {
+                Some(version) => format!("key={key} expected_version={version}"),
+                None => format!("key={key}"),
+            },
+            Op::RollbackConfig { key, version } => format!("key={key} version={version}"),
+            Op::BootstrapAcl { token_id, .. } | Op::RevokeToken { token_id } => {
+                format!("token={token_id}")
+            }
+            Op::CreateToken { token_id, role, .. } => format!("token={token_id} role={role:?}"),
+            Op::Restore { state } => format!(
+                "nodes={} tables={} shards={} config={}",
+                state.nodes.len(),
+                state.tables.len(),
+                state.shards.len(),
+                state.config.len()
+            ),
+        }
+    }
+
     /// The least token role the agent should require before proposing this op.
     pub fn required_role(&self) -> TokenRole {
         match self {
@@ -478,6 +584,33 @@ pub enum CommandError {
         /// The limit's name.
         limit: String,
     },
+}
+
+impl CommandError {
+    /// The stable machine code of the error (its JSON `code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::Malformed { .. } => "malformed",
+            CommandError::Invalid { .. } => "invalid",
+            CommandError::RequestIdReused { .. } => "request_id_reused",
+            CommandError::NotFound { .. } => "not_found",
+            CommandError::AlreadyExists { .. } => "already_exists",
+            CommandError::InvalidTransition { .. } => "invalid_transition",
+            CommandError::StaleGeneration { .. } => "stale_generation",
+            CommandError::StaleEpoch { .. } => "stale_epoch",
+            CommandError::NodeUnavailable { .. } => "node_unavailable",
+            CommandError::NodeHasReplicas { .. } => "node_has_replicas",
+            CommandError::RangeOverlap { .. } => "range_overlap",
+            CommandError::InvalidReplicas { .. } => "invalid_replicas",
+            CommandError::NotAdjacent { .. } => "not_adjacent",
+            CommandError::Busy { .. } => "busy",
+            CommandError::StepOutOfOrder { .. } => "step_out_of_order",
+            CommandError::VersionMismatch { .. } => "version_mismatch",
+            CommandError::AclAlreadyBootstrapped => "acl_already_bootstrapped",
+            CommandError::AclNotBootstrapped => "acl_not_bootstrapped",
+            CommandError::LimitReached { .. } => "limit_reached",
+        }
+    }
 }
 
 /// The result of applying one command, as returned to its proposer.

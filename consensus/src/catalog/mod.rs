@@ -23,7 +23,7 @@ mod apply;
 mod command;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +135,70 @@ struct RequestRecord {
     result: CommandResult,
 }
 
+/// Most audit records a catalog keeps; older ones are dropped first. The audit
+/// trail travels in snapshots, so every agent can answer `GET /v1/audit`.
+pub const AUDIT_RECORDS_MAX: usize = 10_000;
+/// Longest `detail` of an audit record, in bytes.
+pub const AUDIT_DETAIL_LEN_MAX: usize = 200;
+
+/// One committed command in the audit trail: who did what, when, with what result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The log index the command committed at.
+    pub index: CatalogIndex,
+    /// The proposer's wall-clock time, in milliseconds since the Unix epoch.
+    pub time_unix_ms: u64,
+    /// Who issued it.
+    pub actor: String,
+    /// Its request id.
+    pub request_id: String,
+    /// The operation's name (`set_config`, `create_table`, ...).
+    pub op: String,
+    /// The operation's main arguments, abbreviated (never a secret).
+    pub detail: String,
+    /// `ok`, or the error code it was rejected with.
+    pub result: String,
+}
+
+/// One applied log entry as shipped to the catalog copies of non-seed agents, which
+/// apply it with [`Catalog::apply_committed`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedEntry {
+    /// Its log index.
+    pub index: CatalogIndex,
+    /// Its term.
+    pub term: Term,
+    /// What it holds.
+    pub kind: CommittedKind,
+}
+
+/// The payload of a [`CommittedEntry`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommittedKind {
+    /// A command (or, when empty, a leader's no-op).
+    Normal {
+        /// The entry data, as in the log.
+        data: Vec<u8>,
+    },
+    /// A seed-group change, with the group it resulted in.
+    Membership {
+        /// The entry data, as in the log.
+        data: Vec<u8>,
+        /// The seed group after the change.
+        seeds: SeedGroup,
+    },
+}
+
+impl CommittedEntry {
+    /// Bytes this entry takes (for batching limits).
+    pub fn size_bytes(&self) -> usize {
+        match &self.kind {
+            CommittedKind::Normal { data } => data.len() + 24,
+            CommittedKind::Membership { data, .. } => data.len() + 256,
+        }
+    }
+}
+
 /// The catalog state machine. See the module documentation for its semantics.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
@@ -145,6 +209,8 @@ pub struct Catalog {
     seeds: SeedGroup,
     requests: BTreeMap<RequestId, RequestRecord>,
     request_order: BTreeMap<CatalogIndex, RequestId>,
+    #[serde(default)]
+    audit: VecDeque<AuditRecord>,
 }
 
 /// One applied command, as reported to the proposer.
@@ -193,6 +259,7 @@ impl Catalog {
             seeds: SeedGroup::default(),
             requests: BTreeMap::new(),
             request_order: BTreeMap::new(),
+            audit: VecDeque::new(),
         }
     }
 
@@ -321,6 +388,26 @@ impl Catalog {
         Some(applied)
     }
 
+    /// Applies an entry shipped from a seed (see [`CommittedEntry`]): how the
+    /// catalog copy of a non-seed agent follows the committed log.
+    ///
+    /// # Panics
+    /// If `entry.index` is not `applied_index + 1`.
+    pub fn apply_committed(&mut self, entry: &CommittedEntry) -> Option<AppliedCommand> {
+        match &entry.kind {
+            CommittedKind::Normal { data } => self.apply_entry(entry.index, entry.term, data),
+            CommittedKind::Membership { data, seeds } => {
+                self.apply_membership(entry.index, entry.term, data, seeds.clone());
+                None
+            }
+        }
+    }
+
+    /// The audit trail, oldest first (at most [`AUDIT_RECORDS_MAX`]).
+    pub fn audit(&self) -> impl DoubleEndedIterator<Item = &AuditRecord> {
+        self.audit.iter()
+    }
+
     /// Applies a committed membership (conf change) entry at `index`: records the new
     /// seed group and extends the hash chain with the entry's bytes.
     ///
@@ -385,8 +472,35 @@ impl Catalog {
             });
         }
         let result = apply::apply_op(&mut self.state, index, &command);
+        self.record_audit(index, &command, &result);
         self.remember(index, command.request_id, op_sha256, result.clone());
         result
+    }
+
+    fn record_audit(&mut self, index: CatalogIndex, command: &Command, result: &CommandResult) {
+        if self.audit.len() >= AUDIT_RECORDS_MAX {
+            self.audit.pop_front();
+        }
+        let mut detail = command.op.detail();
+        if detail.len() > AUDIT_DETAIL_LEN_MAX {
+            let mut cut = AUDIT_DETAIL_LEN_MAX;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+        }
+        self.audit.push_back(AuditRecord {
+            index,
+            time_unix_ms: command.time_unix_ms,
+            actor: command.actor.0.clone(),
+            request_id: command.request_id.to_string(),
+            op: command.op.name().to_owned(),
+            detail,
+            result: match result {
+                Ok(_) => "ok".to_owned(),
+                Err(error) => error.code().to_owned(),
+            },
+        });
     }
 
     fn remember(
