@@ -9,6 +9,7 @@
 //! the shards with the planner itself (not timed, except in `from-scratch`), applies the
 //! scenario, then plans and applies until the plan is empty, timing every planning round.
 //! It prints one JSON line. All inputs come from `--seed`; only the timings vary between runs.
+//! With `PLAN_BENCH_VERBOSE=1` it also prints, on stderr, each round's moves by reason.
 
 use std::time::Instant;
 
