@@ -28,6 +28,12 @@ struct ClientArgs {
     /// Print the raw JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token for writes (and audit reads) when ACLs are on.
+    #[arg(long, env = "SHOAL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Read through the leader (linearizable) instead of the local copy.
+    #[arg(long, global = true)]
+    consistent: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +46,58 @@ enum Command {
     },
     /// List the members this agent knows, with their state.
     Members {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The seed group: voters, leader, term, commit and applied index.
+    Seeds {
+        #[command(subcommand)]
+        command: Option<crate::client::SeedsVerb>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Versioned configuration entries.
+    Config {
+        #[command(subcommand)]
+        command: crate::client::ConfigVerb,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The whole catalog; backup and restore.
+    Catalog {
+        #[command(subcommand)]
+        command: Option<crate::client::CatalogVerb>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The audit trail of committed commands.
+    Audit {
+        /// Only this actor (`token:ID`, `agent:NODE`, ...).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this operation (`set_config`, `register_node`, ...).
+        #[arg(long)]
+        op: Option<String>,
+        /// Only records at or after this catalog index.
+        #[arg(long)]
+        since_index: Option<u64>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Access control.
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -63,6 +121,25 @@ enum Command {
         /// First port: agent i uses base+i for QUIC and base+100+i for HTTP.
         #[arg(long, default_value_t = 17400)]
         base_port: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Create the first admin token (works exactly once per cluster).
+    Bootstrap,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token with a role.
+    Create {
+        /// read, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
     },
 }
 
@@ -138,6 +215,24 @@ fn run(cli: Cli) -> Result<()> {
             runtime.block_on(crate::shell::run(config))
         }
         Command::Members { client } => members(&client),
+        Command::Seeds { command, client } => client.client().seeds(command),
+        Command::Config { command, client } => client.client().config(command),
+        Command::Catalog { command, client } => client.client().catalog(command),
+        Command::Audit {
+            actor,
+            op,
+            since_index,
+            limit,
+            client,
+        } => client.client().audit(actor, op, since_index, limit),
+        Command::Acl {
+            command: AclCommand::Bootstrap,
+            client,
+        } => client.client().acl_bootstrap(),
+        Command::Token {
+            command: TokenCommand::Create { role, description },
+            client,
+        } => client.client().token_create(&role, &description),
         Command::Tls { command } => match command {
             TlsCommand::Ca {
                 command: CaCommand::Create { out },
@@ -265,5 +360,16 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     line(headers.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+impl ClientArgs {
+    fn client(self) -> crate::client::Client {
+        crate::client::Client {
+            http: self.http,
+            json: self.json,
+            token: self.token,
+            consistent: self.consistent,
+        }
     }
 }

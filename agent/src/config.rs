@@ -34,6 +34,20 @@ struct RawConfig {
     membership: RawMembership,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    acl: RawAcl,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcl {
+    enabled: bool,
+}
+
+impl Default for RawAcl {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +160,9 @@ pub struct Config {
     pub membership: MembershipConfig,
     /// Log filter (`info`, `debug`, `shoal_agent=debug`, ...).
     pub log_level: String,
+    /// Whether writes need a bearer token (default true; `shoal demo` turns
+    /// it off).
+    pub acl_enabled: bool,
 }
 
 impl Config {
@@ -227,6 +244,7 @@ impl Config {
             http_listen: raw.http.listen,
             membership,
             log_level: raw.log.level,
+            acl_enabled: raw.acl.enabled,
         })
     }
 }

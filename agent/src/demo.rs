@@ -100,6 +100,10 @@ pub fn write_cluster(
             "[tls]\nca = \"../tls/ca.pem\"\ncert = \"{node_id}.pem\"\nkey = \"{node_id}-key.pem\""
         )?;
         writeln!(text, "[http]\nlisten = \"{http}\"")?;
+        writeln!(
+            text,
+            "[acl]\n# The demo is for trying things out; production keeps tokens on.\nenabled = false"
+        )?;
         let config = node_dir.join("shoal.toml");
         fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
         written.push(DemoNode {

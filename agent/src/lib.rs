@@ -7,6 +7,7 @@
 //! do no IO.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod demo;

@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use shoal_membership::MemberState;
 use shoal_membership::codec::DropReason;
 
-use crate::core::NodeCore;
+use crate::shell::AgentCore;
 use crate::transport::TransportStats;
 
 /// The process's metrics registry.
@@ -33,7 +33,7 @@ impl Metrics {
     }
 
     /// Copies the core's and transport's counters into the registry.
-    pub fn publish(&self, core: &NodeCore, transport: &TransportStats) {
+    pub fn publish(&self, core: &AgentCore, transport: &TransportStats) {
         let membership = core.membership();
         let stats = membership.stats();
         let members = core.members();
@@ -87,6 +87,38 @@ impl Metrics {
             let value = stats.drops.get(&reason).copied().unwrap_or(0);
             metrics::counter!("shoal_swim_drops_total", "reason" => reason.as_str())
                 .absolute(value);
+        }
+        for (kind, value) in &core.stats().messages_in {
+            metrics::counter!("shoal_peer_messages_total", "direction" => "in", "kind" => *kind)
+                .absolute(*value);
+        }
+        for (kind, value) in &core.stats().messages_out {
+            metrics::counter!("shoal_peer_messages_total", "direction" => "out", "kind" => *kind)
+                .absolute(*value);
+        }
+        let catalog = core.catalog();
+        metrics::gauge!("shoal_catalog_applied_index").set(catalog.applied_index().0 as f64);
+        if let Some(staleness) = core.catalog_staleness() {
+            metrics::gauge!("shoal_catalog_staleness_seconds").set(staleness.as_secs_f64());
+        }
+        if let Some(raft) = core.raft() {
+            use raft::Storage as _;
+            metrics::gauge!("shoal_raft_term").set(raft.term().0 as f64);
+            metrics::gauge!("shoal_raft_commit_index").set(raft.commit_index().0 as f64);
+            metrics::gauge!("shoal_raft_is_leader").set(
+                if raft.role() == shoal_consensus::Role::Leader {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            let storage = raft.storage();
+            if let (Ok(first), Ok(last)) = (storage.first_index(), storage.last_index()) {
+                metrics::gauge!("shoal_raft_log_entries")
+                    .set((last + 1).saturating_sub(first) as f64);
+            }
+            metrics::counter!("shoal_raft_snapshots_total")
+                .absolute(raft.counters().snapshots_taken);
         }
     }
 }

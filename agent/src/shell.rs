@@ -1,31 +1,71 @@
 //! The tokio shell around the node core: real time, QUIC, sled, HTTP,
 //! signals. It owns all IO and hands the core `now` with every input.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use shoal_membership::{Event, Identity, MemberMeta, MemberView};
+use shoal_consensus::{Catalog, CatalogIndex, Command, RequestId, SledStorage};
+use shoal_membership::{Event, Identity, MemberMeta, MemberView, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::core::NodeCore;
+use crate::core::messages::{SeedChange, SubmitOutcome};
+use crate::core::{Completion, NodeCore, NodeCoreConfig, SeedStatus};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls::TlsIdentity;
-use crate::transport::Transport;
+use crate::transport::{Inbound, Transport};
+
+/// The node core as the agent runs it: on the sled log store.
+pub type AgentCore = NodeCore<SledStorage>;
+
+/// What a read query sees: the local catalog and how fresh it is.
+#[derive(Debug)]
+pub struct View<'a> {
+    /// The local catalog.
+    pub catalog: &'a Catalog,
+    /// How stale it may be (`None`: never confirmed by a seed).
+    pub staleness: Option<Duration>,
+    /// The seed group as this agent sees it.
+    pub seeds: SeedStatus,
+}
+
+/// A function run on the core loop against the local catalog.
+pub type ReadFn = Box<dyn FnOnce(&View<'_>) + Send>;
 
 /// Queries the HTTP API asks the core loop.
-#[derive(Debug)]
 pub enum Query {
     /// The member table.
     Members(oneshot::Sender<Vec<MemberView>>),
     /// Publish the core's counters to the metrics registry, then reply.
     PublishMetrics(oneshot::Sender<()>),
+    /// Run a function against the local catalog.
+    Read(ReadFn),
+    /// Submit a write; the reply comes once it applied locally (or failed).
+    Submit(Command, oneshot::Sender<SubmitOutcome>),
+    /// Ask the leader for a seed-group change.
+    ChangeSeeds(RequestId, SeedChange, oneshot::Sender<SubmitOutcome>),
+    /// A linearizable read barrier.
+    ReadBarrier(oneshot::Sender<Result<CatalogIndex, String>>),
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Query::Members(_) => "Members",
+            Query::PublishMetrics(_) => "PublishMetrics",
+            Query::Read(_) => "Read",
+            Query::Submit(..) => "Submit",
+            Query::ChangeSeeds(..) => "ChangeSeeds",
+            Query::ReadBarrier(_) => "ReadBarrier",
+        })
+    }
 }
 
 /// Queued HTTP queries; more wait in axum (the handler awaits a slot).
-pub const QUERY_QUEUE_MAX: usize = 256;
+pub const QUERY_QUEUE_MAX: usize = 1_024;
 /// How long a seed is retried at most between attempts.
 pub const SEED_RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -40,6 +80,15 @@ pub struct Handle {
     pub metrics: Arc<Metrics>,
     /// Start time, for uptime.
     pub started: Instant,
+    /// Whether writes need a token.
+    pub acl_enabled: bool,
+}
+
+/// Milliseconds since the Unix epoch, from the OS clock (the shell may read it).
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// Runs the agent until SIGINT or SIGTERM, then leaves the cluster.
@@ -70,12 +119,18 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::info_span!("agent", node = %identity.node_id, generation = generation.0).entered();
     let started = Instant::now();
     let now = || started.elapsed();
+    let storage = SledStorage::open(store.db().clone()).context("open the raft log in data_dir")?;
+    let mut core_config = NodeCoreConfig::new(
+        identity.clone(),
+        config.membership.clone(),
+        config.bootstrap_expect as usize,
+    );
+    core_config.wall_base_unix_ms = wall_clock_ms();
     // The only randomness in the core derives from this seed.
     let rng_seed = u64::from_le_bytes(rand_seed());
-    let mut core = NodeCore::new(identity.clone(), config.membership.clone(), rng_seed, now())
-        .context("membership")?;
+    let mut core = NodeCore::new(core_config, storage, rng_seed, now()).context("node core")?;
 
-    let (transport, mut inbound) = Transport::bind(&tls, config.listen)?;
+    let (transport, mut inbound, mut reports) = Transport::bind(&tls, config.listen)?;
     let metrics = Arc::new(Metrics::install()?);
     let (query_tx, mut queries) = mpsc::channel(QUERY_QUEUE_MAX);
     let handle = Handle {
@@ -83,6 +138,7 @@ pub async fn run(config: Config) -> Result<()> {
         identity: identity.clone(),
         metrics: metrics.clone(),
         started,
+        acl_enabled: config.acl_enabled,
     };
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -104,6 +160,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     drop(seed_tx);
 
+    let mut waiting = Waiting::default();
     let mut shutdown = Box::pin(shutdown_signal());
     loop {
         let deadline = core.poll_timeout().map(|at| started + at);
@@ -116,36 +173,134 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some(datagram) = inbound.recv() => {
-                core.handle_datagram(now(), Some(&datagram.from), &datagram.payload);
+            Some(first) = inbound.recv() => {
                 // Drain what is already queued before timers run, so a node
                 // waking from a stall sees the acks that did arrive.
-                while let Ok(datagram) = inbound.try_recv() {
-                    core.handle_datagram(now(), Some(&datagram.from), &datagram.payload);
+                let mut next = Some(first);
+                while let Some(item) = next {
+                    match item {
+                        Inbound::Datagram { from, payload } => core.handle_datagram(now(), Some(&from), &payload),
+                        Inbound::Message { from, payload } => core.handle_message(now(), &from, &payload),
+                    }
+                    next = inbound.try_recv().ok();
                 }
             }
             _ = sleep => core.handle_timeout(now()),
-            Some((node_id, addr)) = seeds.recv() => core.add_seed(now(), node_id, addr),
-            Some(query) = queries.recv() => match query {
-                Query::Members(reply) => { let _ = reply.send(core.members()); }
-                Query::PublishMetrics(reply) => {
-                    metrics.publish(&core, &transport.stats());
-                    let _ = reply.send(());
+            Some(report) = reports.recv() => {
+                if report.carried_snapshot
+                    && let Ok(to) = shoal_consensus::NodeId::new(report.to.as_str())
+                {
+                    core.report_snapshot(now(), &to, report.delivered);
                 }
-            },
+            }
+            Some((node_id, addr)) = seeds.recv() => core.add_seed(now(), node_id, addr),
+            Some(query) = queries.recv() => waiting.answer(&mut core, &transport, &metrics, query, now()),
         }
-        flush(&mut core, &transport);
+        flush(&mut core, &transport, &mut waiting);
     }
     tracing::info!("leaving the cluster");
     core.leave(now());
-    flush(&mut core, &transport);
+    flush(&mut core, &transport, &mut waiting);
     transport.shutdown().await;
     Ok(())
 }
 
-fn flush(core: &mut NodeCore, transport: &Transport) {
+/// Clients waiting on the core, by what they wait for.
+#[derive(Default)]
+struct Waiting {
+    writes: BTreeMap<RequestId, (Instant, Vec<oneshot::Sender<SubmitOutcome>>)>,
+    reads: BTreeMap<u64, oneshot::Sender<Result<CatalogIndex, String>>>,
+}
+
+impl Waiting {
+    fn answer(
+        &mut self,
+        core: &mut AgentCore,
+        transport: &Transport,
+        metrics: &Metrics,
+        query: Query,
+        now: Duration,
+    ) {
+        match query {
+            Query::Members(reply) => {
+                let _ = reply.send(core.members());
+            }
+            Query::PublishMetrics(reply) => {
+                metrics.publish(core, &transport.stats());
+                let _ = reply.send(());
+            }
+            Query::Read(read) => {
+                let view = View {
+                    catalog: core.catalog(),
+                    staleness: core.catalog_staleness(),
+                    seeds: core.seed_status(),
+                };
+                read(&view);
+            }
+            Query::Submit(command, reply) => {
+                let request_id = command.request_id.clone();
+                self.writes
+                    .entry(request_id)
+                    .or_insert_with(|| (Instant::now(), Vec::new()))
+                    .1
+                    .push(reply);
+                core.submit(now, command);
+            }
+            Query::ChangeSeeds(request_id, change, reply) => {
+                self.writes
+                    .entry(request_id.clone())
+                    .or_insert_with(|| (Instant::now(), Vec::new()))
+                    .1
+                    .push(reply);
+                core.change_seeds(now, request_id, change);
+            }
+            Query::ReadBarrier(reply) => {
+                let id = core.read_barrier(now);
+                self.reads.insert(id, reply);
+            }
+        }
+    }
+
+    fn complete(&mut self, completion: Completion) {
+        match completion {
+            Completion::Submitted {
+                request_id,
+                outcome,
+            } => {
+                if let Some((started, replies)) = self.writes.remove(&request_id) {
+                    metrics::histogram!("shoal_proposal_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    for reply in replies {
+                        let _ = reply.send(outcome.clone());
+                    }
+                }
+            }
+            Completion::Read { id, result } => {
+                if let Some(reply) = self.reads.remove(&id) {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn flush(core: &mut AgentCore, transport: &Transport, waiting: &mut Waiting) {
     while let Some(transmit) = core.poll_transmit() {
         transport.send_datagram(&transmit.node_id, transmit.addr, transmit.payload);
+    }
+    while let Some(outgoing) = core.poll_message() {
+        let Ok(to) = NodeId::new(outgoing.to.as_str()) else {
+            continue;
+        };
+        transport.send_message(
+            &to,
+            outgoing.addr,
+            outgoing.message.encode(),
+            outgoing.carries_snapshot,
+        );
+    }
+    while let Some(completion) = core.poll_completion() {
+        waiting.complete(completion);
     }
     while let Some(event) = core.poll_event() {
         match event {
@@ -173,7 +328,7 @@ fn flush(core: &mut NodeCore, transport: &Transport) {
 async fn resolve_seed(
     transport: Transport,
     addr: std::net::SocketAddr,
-    found: mpsc::Sender<(shoal_membership::NodeId, std::net::SocketAddr)>,
+    found: mpsc::Sender<(NodeId, std::net::SocketAddr)>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -202,13 +357,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// 8 bytes of OS randomness for the core's RNG seed (the shell may read the
-/// OS; the core may not).
-fn rand_seed() -> [u8; 8] {
+/// 8 bytes of OS randomness (the shell may read the OS; the core may not).
+pub fn rand_seed() -> [u8; 8] {
     let mut seed = [0u8; 8];
+    fill_random(&mut seed);
+    seed
+}
+
+/// Fills `bytes` from the OS's secure random source.
+pub fn fill_random(bytes: &mut [u8]) {
     rustls::crypto::ring::default_provider()
         .secure_random
-        .fill(&mut seed)
+        .fill(bytes)
         .expect("OS randomness");
-    seed
 }

@@ -32,6 +32,11 @@ impl Store {
         Ok(Self { db })
     }
 
+    /// The database, for the Raft log store (its own trees).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Reads the last generation, adds one, and makes it durable before
     /// returning it: no two starts ever share a generation.
     pub fn bump_generation(&self) -> Result<Generation> {

@@ -38,13 +38,48 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// by QUIC itself.
 pub const DATAGRAM_BYTES_MAX: usize = 1_452;
 
-/// A datagram received from an authenticated peer.
+/// Largest peer message read from a stream, in bytes.
+pub const STREAM_BYTES_MAX: usize = crate::core::messages::PEER_MESSAGE_BYTES_MAX;
+/// Peer messages queued per destination; more are dropped (Raft retries).
+pub const STREAM_QUEUE_MAX: usize = 1_024;
+
+/// What arrived from an authenticated peer.
 #[derive(Debug)]
-pub struct Inbound {
-    /// The node id in the sender's certificate.
-    pub from: NodeId,
-    /// The bytes.
-    pub payload: Bytes,
+pub enum Inbound {
+    /// A SWIM datagram.
+    Datagram {
+        /// The node id in the sender's certificate.
+        from: NodeId,
+        /// The bytes.
+        payload: Bytes,
+    },
+    /// A peer message, read whole from a unidirectional stream.
+    Message {
+        /// The node id in the sender's certificate.
+        from: NodeId,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+}
+
+/// A peer message that could not be sent (the core may need to know).
+#[derive(Debug)]
+pub struct SendFailure {
+    /// The intended receiver.
+    pub to: NodeId,
+    /// Whether the message carried a Raft snapshot.
+    pub carried_snapshot: bool,
+}
+
+/// A peer message sent whole (for snapshot delivery reports).
+#[derive(Debug)]
+pub struct SendReport {
+    /// The receiver.
+    pub to: NodeId,
+    /// Whether it carried a Raft snapshot.
+    pub carried_snapshot: bool,
+    /// Whether it was written and finished.
+    pub delivered: bool,
 }
 
 /// Counters of the transport, for `/metrics`.
@@ -58,6 +93,14 @@ pub struct TransportStats {
     pub datagrams_unsent: u64,
     /// Received datagrams dropped because the core's queue was full.
     pub inbound_dropped: u64,
+    /// Peer messages sent on streams.
+    pub streams_sent: u64,
+    /// Peer messages that could not be sent (no connection, queue full, reset).
+    pub streams_failed: u64,
+    /// Peer messages received on streams.
+    pub streams_received: u64,
+    /// Inbound streams refused (too large, reset, unreadable).
+    pub streams_refused: u64,
 }
 
 enum Slot {
@@ -65,8 +108,14 @@ enum Slot {
     Ready(quinn::Connection),
 }
 
+/// A peer message waiting to be sent: receiver, bytes, carries a snapshot.
+type QueuedMessage = (NodeId, Vec<u8>, bool);
+
 struct Inner {
     endpoint: quinn::Endpoint,
+    /// Per-destination queues of peer messages, each drained by one task.
+    senders: Mutex<BTreeMap<SocketAddr, mpsc::Sender<QueuedMessage>>>,
+    reports: mpsc::Sender<SendReport>,
     /// Outgoing connections by the address dialled, with the node expected.
     slots: Mutex<BTreeMap<SocketAddr, (NodeId, Slot)>>,
     inbound: mpsc::Sender<Inbound>,
@@ -90,7 +139,10 @@ fn transport_config() -> quinn::TransportConfig {
 impl Transport {
     /// Binds `listen` and starts accepting connections. Datagrams from peers
     /// arrive on the returned receiver.
-    pub fn bind(tls: &TlsIdentity, listen: SocketAddr) -> Result<(Self, mpsc::Receiver<Inbound>)> {
+    pub fn bind(
+        tls: &TlsIdentity,
+        listen: SocketAddr,
+    ) -> Result<(Self, mpsc::Receiver<Inbound>, mpsc::Receiver<SendReport>)> {
         let server_crypto =
             QuicServerConfig::try_from(tls.server_config()?).context("QUIC server config")?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
@@ -103,16 +155,19 @@ impl Transport {
             .with_context(|| format!("bind cluster.listen {listen}"))?;
         endpoint.set_default_client_config(client);
         let (sender, receiver) = mpsc::channel(INBOUND_QUEUE_MAX);
+        let (reports, report_receiver) = mpsc::channel(INBOUND_QUEUE_MAX);
         let transport = Self {
             inner: Arc::new(Inner {
                 endpoint,
+                senders: Mutex::new(BTreeMap::new()),
+                reports,
                 slots: Mutex::new(BTreeMap::new()),
                 inbound: sender,
                 stats: Mutex::new(TransportStats::default()),
             }),
         };
         tokio::spawn(transport.clone().accept_loop());
-        Ok((transport, receiver))
+        Ok((transport, receiver, report_receiver))
     }
 
     /// The bound UDP address.
@@ -154,7 +209,7 @@ impl Transport {
                         // their listening port, so the remote address is
                         // the address the core knows them by.
                         transport.adopt(remote, &peer, &connection);
-                        transport.read_datagrams(connection, peer).await
+                        transport.read_all(connection, peer).await
                     }
                     Err(error) => {
                         tracing::warn!(%remote, %error, "refusing peer");
@@ -165,15 +220,50 @@ impl Transport {
         }
     }
 
-    async fn read_datagrams(&self, connection: quinn::Connection, peer: NodeId) {
+    /// Reads datagrams and unidirectional streams of a connection until it
+    /// closes.
+    async fn read_all(&self, connection: quinn::Connection, peer: NodeId) {
+        let streams = self.clone();
+        let stream_connection = connection.clone();
+        let stream_peer = peer.clone();
+        tokio::spawn(async move { streams.read_streams(stream_connection, stream_peer).await });
         while let Ok(payload) = connection.read_datagram().await {
-            let inbound = Inbound {
+            let inbound = Inbound::Datagram {
                 from: peer.clone(),
                 payload,
             };
             if self.inner.inbound.try_send(inbound).is_err() {
                 self.count(|stats| stats.inbound_dropped += 1);
             }
+        }
+    }
+
+    async fn read_streams(&self, connection: quinn::Connection, peer: NodeId) {
+        while let Ok(mut stream) = connection.accept_uni().await {
+            let transport = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                match stream.read_to_end(STREAM_BYTES_MAX).await {
+                    Ok(payload) => {
+                        transport.count(|stats| stats.streams_received += 1);
+                        // Streams carry Raft and replication: wait for room
+                        // rather than drop (the queue is bounded; QUIC flow
+                        // control pushes back on the sender meanwhile).
+                        let _ = transport
+                            .inner
+                            .inbound
+                            .send(Inbound::Message {
+                                from: peer,
+                                payload,
+                            })
+                            .await;
+                    }
+                    Err(error) => {
+                        transport.count(|stats| stats.streams_refused += 1);
+                        tracing::debug!(%error, "inbound stream refused");
+                    }
+                }
+            });
         }
     }
 
@@ -215,7 +305,7 @@ impl Transport {
         let reader = self.clone();
         let reading = connection.clone();
         let reading_peer = peer.clone();
-        tokio::spawn(async move { reader.read_datagrams(reading, reading_peer).await });
+        tokio::spawn(async move { reader.read_all(reading, reading_peer).await });
         Ok((connection, peer))
     }
 
@@ -289,6 +379,93 @@ impl Transport {
                 });
             }
         }
+    }
+
+    /// Queues a peer message for `node_id` at `addr`; it goes on its own
+    /// unidirectional stream, in order with the other messages for that
+    /// address. Never blocks; a full queue drops the message (and reports it).
+    pub fn send_message(
+        &self,
+        node_id: &NodeId,
+        addr: SocketAddr,
+        payload: Vec<u8>,
+        carries_snapshot: bool,
+    ) {
+        let mut senders = self.inner.senders.lock().expect("senders lock");
+        let sender = senders.entry(addr).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(STREAM_QUEUE_MAX);
+            tokio::spawn(self.clone().stream_sender(addr, receiver));
+            sender
+        });
+        if sender
+            .try_send((node_id.clone(), payload, carries_snapshot))
+            .is_err()
+        {
+            drop(senders);
+            self.count(|stats| stats.streams_failed += 1);
+            let _ = self.inner.reports.try_send(SendReport {
+                to: node_id.clone(),
+                carried_snapshot: carries_snapshot,
+                delivered: false,
+            });
+        }
+    }
+
+    async fn stream_sender(
+        self,
+        addr: SocketAddr,
+        mut queue: mpsc::Receiver<(NodeId, Vec<u8>, bool)>,
+    ) {
+        while let Some((node_id, payload, carries_snapshot)) = queue.recv().await {
+            let delivered = match self.write_stream(&node_id, addr, &payload).await {
+                Ok(()) => {
+                    self.count(|stats| stats.streams_sent += 1);
+                    true
+                }
+                Err(error) => {
+                    tracing::debug!(%addr, to = %node_id, error = format!("{error:#}"), "peer message not sent");
+                    self.count(|stats| stats.streams_failed += 1);
+                    self.forget(addr);
+                    false
+                }
+            };
+            if carries_snapshot || !delivered {
+                let _ = self.inner.reports.try_send(SendReport {
+                    to: node_id,
+                    carried_snapshot: carries_snapshot,
+                    delivered,
+                });
+            }
+        }
+    }
+
+    async fn write_stream(&self, node_id: &NodeId, addr: SocketAddr, payload: &[u8]) -> Result<()> {
+        let connection = self.connection(node_id, addr).await?;
+        let mut stream = connection.open_uni().await.context("open stream")?;
+        stream.write_all(payload).await.context("write stream")?;
+        stream.finish().context("finish stream")?;
+        Ok(())
+    }
+
+    /// A live connection to `node_id` at `addr`: the cached one, or a new one.
+    async fn connection(&self, node_id: &NodeId, addr: SocketAddr) -> Result<quinn::Connection> {
+        {
+            let slots = self.inner.slots.lock().expect("slots lock");
+            if let Some((expected, Slot::Ready(connection))) = slots.get(&addr)
+                && expected == node_id
+                && connection.close_reason().is_none()
+            {
+                return Ok(connection.clone());
+            }
+        }
+        let (connection, peer) = self.dial(addr).await?;
+        if peer != *node_id {
+            connection.close(2u32.into(), b"unexpected node");
+            self.count(|stats| stats.peer_mismatches += 1);
+            anyhow::bail!("{addr} is {peer}, not {node_id}");
+        }
+        self.adopt(addr, &peer, &connection);
+        Ok(connection)
     }
 
     /// Closes every connection and waits (bounded) for them to be

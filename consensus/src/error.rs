@@ -116,7 +116,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn storage(err: impl std::fmt::Display) -> Self {
+    /// A storage failure described by `err` (for stores outside this crate).
+    pub fn storage(err: impl std::fmt::Display) -> Self {
         Error::Storage {
             message: err.to_string(),
         }

@@ -1,0 +1,176 @@
+//! The messages agents exchange on QUIC streams (everything that is not a
+//! SWIM datagram): Raft batches between seeds, the seed-group bootstrap
+//! handshake, writes forwarded to the leader, read barriers, and catalog
+//! replication to non-seed agents.
+//!
+//! Every message is one MessagePack value behind a format byte; anything
+//! that does not decode is counted and dropped by the receiver.
+
+use serde::{Deserialize, Serialize};
+use shoal_consensus::{
+    CatalogIndex, CommandResult, CommittedEntry, MembershipChange, NodeId, RequestId,
+};
+
+/// Format byte in front of every peer message.
+pub const PEER_FORMAT_V1: u8 = 1;
+/// Largest peer message accepted, in bytes (a catalog snapshot is the largest).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// One message between agents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Raft messages for one seed, each encoded with `shoal_consensus::encode_message`.
+    Raft(Vec<Vec<u8>>),
+    /// "Would you form the seed group with exactly these seeds?"
+    BootstrapProbe {
+        /// The seeds the asker sees, sorted.
+        candidates: Vec<NodeId>,
+    },
+    /// The answer to a [`PeerMessage::BootstrapProbe`].
+    BootstrapReply {
+        /// Whether the answering seed already runs a Raft group.
+        bootstrapped: bool,
+        /// The seeds the answering seed sees, sorted.
+        candidates: Vec<NodeId>,
+    },
+    /// A write for the leader to propose (an encoded `shoal_consensus::Command`).
+    Submit {
+        /// The encoded command.
+        command: Vec<u8>,
+    },
+    /// A seed-group change for the leader to make.
+    ChangeSeeds {
+        /// Correlates the answer.
+        request_id: RequestId,
+        /// What to change.
+        change: SeedChange,
+    },
+    /// The fate of a forwarded write or seed change.
+    SubmitResult {
+        /// The request.
+        request_id: RequestId,
+        /// What happened.
+        outcome: SubmitOutcome,
+    },
+    /// "Confirm you are still the leader and tell me the commit index."
+    ReadBarrier {
+        /// Correlates the answer.
+        id: u64,
+    },
+    /// The answer to a [`PeerMessage::ReadBarrier`].
+    ReadBarrierDone {
+        /// The barrier.
+        id: u64,
+        /// The commit index at confirmation; `None` if the receiver is not the leader.
+        index: Option<CatalogIndex>,
+        /// The leader as the receiver knows it.
+        leader: Option<NodeId>,
+    },
+    /// A catalog copy asks a seed for what follows `after`.
+    CatalogPull {
+        /// The copy's applied index.
+        after: CatalogIndex,
+    },
+    /// Entries that follow the puller's index (empty: it is up to date).
+    CatalogEntries {
+        /// The entries, in order.
+        entries: Vec<CommittedEntry>,
+        /// The leader as the seed knows it.
+        leader: Option<NodeId>,
+    },
+    /// The whole catalog, for a copy too far behind for entries.
+    CatalogSnapshot {
+        /// `Catalog::encode` bytes.
+        catalog: Vec<u8>,
+        /// The leader as the seed knows it.
+        leader: Option<NodeId>,
+    },
+}
+
+/// A change of the seed group, made by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeedChange {
+    /// Add or remove voters (through a joint configuration when several).
+    Membership(Vec<MembershipChange>),
+    /// Hand leadership to this voter.
+    TransferLeader(NodeId),
+}
+
+/// What became of a submitted write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SubmitOutcome {
+    /// Committed and applied at `index` with this result (a rejection is still
+    /// committed and audited).
+    Applied {
+        /// Where it committed.
+        index: CatalogIndex,
+        /// What it produced.
+        result: CommandResult,
+    },
+    /// A seed change was accepted by the leader (it commits asynchronously).
+    Accepted,
+    /// The receiver is not the leader; try `leader`.
+    NotLeader {
+        /// The leader as the receiver knows it.
+        leader: Option<NodeId>,
+    },
+    /// It cannot be done: a refused seed change, a dropped proposal, no quorum
+    /// in time. Nothing was applied.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl PeerMessage {
+    /// The format byte and the MessagePack body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![PEER_FORMAT_V1];
+        rmp_serde::encode::write(&mut bytes, self).expect("peer messages always encode");
+        bytes
+    }
+
+    /// Decodes a message; `None` for anything malformed or too large.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() > PEER_MESSAGE_BYTES_MAX {
+            return None;
+        }
+        match bytes.split_first() {
+            Some((&PEER_FORMAT_V1, body)) => rmp_serde::from_slice(body).ok(),
+            _ => None,
+        }
+    }
+
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Raft(_) => "raft",
+            PeerMessage::BootstrapProbe { .. } => "bootstrap_probe",
+            PeerMessage::BootstrapReply { .. } => "bootstrap_reply",
+            PeerMessage::Submit { .. } => "submit",
+            PeerMessage::ChangeSeeds { .. } => "change_seeds",
+            PeerMessage::SubmitResult { .. } => "submit_result",
+            PeerMessage::ReadBarrier { .. } => "read_barrier",
+            PeerMessage::ReadBarrierDone { .. } => "read_barrier_done",
+            PeerMessage::CatalogPull { .. } => "catalog_pull",
+            PeerMessage::CatalogEntries { .. } => "catalog_entries",
+            PeerMessage::CatalogSnapshot { .. } => "catalog_snapshot",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_roundtrip_and_garbage_is_refused() {
+        let message = PeerMessage::BootstrapProbe {
+            candidates: vec![NodeId::new("a").unwrap(), NodeId::new("b").unwrap()],
+        };
+        assert_eq!(PeerMessage::decode(&message.encode()), Some(message));
+        assert_eq!(PeerMessage::decode(b""), None);
+        assert_eq!(PeerMessage::decode(b"\x01garbage"), None);
+        assert_eq!(PeerMessage::decode(b"\x02"), None);
+    }
+}
