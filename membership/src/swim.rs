@@ -18,12 +18,16 @@ use foca::{
     AccumulatingRuntime, BroadcastHandler, Foca, Incarnation, Invalidates, Message,
     OwnedNotification, PeriodicParams, State, Timer, TimerToken,
 };
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{CLUSTER_NAME_LEN_MAX, DropReason, Envelope, MsgpackCodec};
 use crate::lifeguard::{LocalHealth, suspicion_timeout};
+use crate::telemetry::{
+    DatabaseReport, DeltaSource, HostMetrics, TelemetryAction, TelemetryConfig, TelemetryError,
+    TelemetryKey, TelemetryStore,
+};
 use crate::{Generation, Identity, NodeId};
 
 /// Most timers handled in one [`Membership::handle_timeout`] call; the rest
@@ -95,6 +99,8 @@ pub struct MembershipConfig {
     /// Largest datagram, envelope included. Default 1150 bytes: below the
     /// smallest datagram QUIC guarantees before MTU discovery.
     pub packet_bytes_max: usize,
+    /// Telemetry dissemination: rates and sizes (see [`TelemetryConfig`]).
+    pub telemetry: TelemetryConfig,
 }
 
 impl MembershipConfig {
@@ -119,6 +125,7 @@ impl MembershipConfig {
             seed_announce_period: Duration::from_secs(10),
             remove_down_after: Duration::from_secs(3600),
             packet_bytes_max: 1150,
+            telemetry: TelemetryConfig::default(),
         }
     }
 
@@ -346,21 +353,32 @@ struct Accusation {
     accuser: NodeId,
 }
 
-/// The custom broadcasts that ride on SWIM packets.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum Broadcast {
-    Accusation(Accusation),
-}
+/// First byte of a custom broadcast: what follows.
+const BROADCAST_ACCUSATION: u8 = 1;
+/// First byte of a custom broadcast carrying a telemetry delta.
+const BROADCAST_TELEMETRY: u8 = 2;
 
 /// What foca keeps per custom broadcast in its dissemination backlog.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BroadcastKey(AccusationKey);
+pub enum BroadcastKey {
+    /// A Lifeguard accusation: (suspect, generation, rejoin, incarnation, accuser).
+    Accusation(AccusationKey),
+    /// A telemetry record or tombstone.
+    Telemetry(TelemetryKey),
+}
 
-type AccusationKey = (NodeId, Generation, u32, Incarnation, NodeId);
+/// Identifies one accusation.
+pub type AccusationKey = (NodeId, Generation, u32, Incarnation, NodeId);
 
 impl Invalidates for BroadcastKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self == other
+        match (self, other) {
+            (BroadcastKey::Accusation(mine), BroadcastKey::Accusation(theirs)) => mine == theirs,
+            (BroadcastKey::Telemetry(mine), BroadcastKey::Telemetry(theirs)) => {
+                mine.invalidates(theirs)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -378,6 +396,11 @@ struct Inbox {
     /// knows it; a header claiming another sender is refused.
     expected_src: Option<NodeId>,
     impersonation: bool,
+    /// The telemetry CRDT; it lives here because foca's broadcast handler
+    /// must merge deltas as they arrive.
+    telemetry: Option<TelemetryStore>,
+    /// The core's `now`, for the handler.
+    now: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -392,10 +415,19 @@ impl SharedInbox {
     }
 }
 
-/// A broadcast that could not be decoded; the packet is dropped.
+/// A broadcast that could not be decoded; the rest of the packet is dropped.
 #[derive(Debug, thiserror::Error)]
-#[error("bad custom broadcast: {0}")]
-pub struct BroadcastError(#[from] rmp_serde::decode::Error);
+pub enum BroadcastError {
+    /// An accusation that does not decode.
+    #[error("bad accusation: {0}")]
+    Accusation(#[from] rmp_serde::decode::Error),
+    /// A telemetry delta that does not decode or validate.
+    #[error("bad telemetry delta: {0}")]
+    Telemetry(#[from] TelemetryError),
+    /// An unknown broadcast kind.
+    #[error("unknown broadcast kind {0}")]
+    Kind(u8),
+}
 
 impl BroadcastHandler<Identity> for SharedInbox {
     type Key = BroadcastKey;
@@ -404,24 +436,40 @@ impl BroadcastHandler<Identity> for SharedInbox {
     fn receive_item(
         &mut self,
         data: &[u8],
-        _sender: Option<&Identity>,
+        sender: Option<&Identity>,
     ) -> Result<Option<BroadcastKey>, BroadcastError> {
-        let Broadcast::Accusation(accusation) = rmp_serde::from_slice(data)?;
-        let key = (
-            accusation.target.clone(),
-            accusation.target_generation,
-            accusation.target_rejoin,
-            accusation.incarnation,
-            accusation.accuser.clone(),
-        );
+        let Some((&kind, body)) = data.split_first() else {
+            return Err(BroadcastError::Kind(0));
+        };
         let mut inbox = self.lock();
-        if inbox.accusations_seen.len() >= ACCUSED_MAX * 4
-            || !inbox.accusations_seen.insert(key.clone())
-        {
-            return Ok(None);
+        match kind {
+            BROADCAST_ACCUSATION => {
+                let accusation: Accusation = rmp_serde::from_slice(body)?;
+                let key = (
+                    accusation.target.clone(),
+                    accusation.target_generation,
+                    accusation.target_rejoin,
+                    accusation.incarnation,
+                    accusation.accuser.clone(),
+                );
+                if inbox.accusations_seen.len() >= ACCUSED_MAX * 4
+                    || !inbox.accusations_seen.insert(key.clone())
+                {
+                    return Ok(None);
+                }
+                inbox.accusations_new.push(accusation);
+                Ok(Some(BroadcastKey::Accusation(key)))
+            }
+            BROADCAST_TELEMETRY => {
+                let now = inbox.now;
+                let Some(store) = inbox.telemetry.as_mut() else {
+                    return Ok(None);
+                };
+                let key = store.receive_delta(now, body, DeltaSource::from(sender))?;
+                Ok(key.map(BroadcastKey::Telemetry))
+            }
+            other => Err(BroadcastError::Kind(other)),
         }
-        inbox.accusations_new.push(accusation);
-        Ok(Some(BroadcastKey(key)))
     }
 }
 
@@ -506,6 +554,7 @@ enum CoreTimer {
     SuspicionCheck(NodeId),
     SeedAnnounce,
     Prune,
+    Telemetry,
 }
 
 /// The membership core of one node. See the module docs.
@@ -527,9 +576,29 @@ pub struct Membership {
     last_heard: BTreeMap<NodeId, Duration>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Anti-entropy messages for the driver to send on streams.
+    streams: VecDeque<StreamOut>,
+    /// For choices of our own (anti-entropy peers); foca has its own.
+    rng: ChaCha8Rng,
     stats: Stats,
     now: Duration,
 }
+
+/// A telemetry anti-entropy message for the driver to send on a stream to
+/// `node_id`, which hands it to its [`Membership::handle_telemetry_stream`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamOut {
+    /// The receiver.
+    pub node_id: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The message.
+    pub payload: Vec<u8>,
+}
+
+/// Most anti-entropy messages queued for the driver; more are dropped (the
+/// next round repairs).
+pub const STREAMS_QUEUED_MAX: usize = 64;
 
 impl std::fmt::Debug for Membership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -556,8 +625,21 @@ impl Membership {
             problem,
         })?;
         let envelope = Envelope::new(&config.cluster_name);
+        let telemetry = TelemetryStore::new(
+            config.telemetry.clone(),
+            identity.node_id.clone(),
+            identity.generation,
+            identity.meta.version.clone(),
+            now,
+        )
+        .map_err(|error| ConfigError {
+            field: "telemetry",
+            problem: error.to_string(),
+        })?;
         let inbox = SharedInbox(Arc::new(Mutex::new(Inbox {
             local_node: Some(identity.node_id.clone()),
+            telemetry: Some(telemetry),
+            now,
             ..Inbox::default()
         })));
         let codec = ObservingCodec {
@@ -587,11 +669,14 @@ impl Membership {
             last_heard: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            streams: VecDeque::new(),
+            rng: ChaCha8Rng::seed_from_u64(rng_seed ^ 0x7E1E_3E7B),
             stats: Stats::default(),
             now,
         };
         core.schedule(now + core.config.probe_period, CoreTimer::SeedAnnounce);
         core.schedule(now + core.config.suspect_timeout_max, CoreTimer::Prune);
+        core.schedule(now, CoreTimer::Telemetry);
         Ok(core)
     }
 
@@ -766,6 +851,7 @@ impl Membership {
         // A driver may hand us an older `now` (clock reads race with event
         // delivery); time inside the core never goes backwards.
         self.now = self.now.max(now);
+        self.inbox.lock().now = self.now;
     }
 
     fn schedule(&mut self, at: Duration, timer: CoreTimer) {
@@ -815,7 +901,141 @@ impl Membership {
                 self.prune(now);
                 self.schedule(now + self.config.suspect_timeout_max, CoreTimer::Prune);
             }
+            CoreTimer::Telemetry => {
+                let unreachable: Vec<NodeId> = self
+                    .foca
+                    .iter_membership_state()
+                    .filter(|member| member.state() != State::Alive)
+                    .map(|member| member.id().node_id.clone())
+                    .collect();
+                let (actions, next) = self.with_telemetry_mut(|store| {
+                    store.set_unreachable_peers(unreachable);
+                    let actions = store.handle_timeout(now);
+                    (actions, store.poll_timeout())
+                });
+                for action in actions {
+                    match action {
+                        TelemetryAction::Broadcast(delta) => self.broadcast_telemetry(&delta.bytes),
+                        TelemetryAction::StartAntiEntropy => self.start_anti_entropy(now),
+                    }
+                }
+                self.schedule(
+                    next.max(now + Duration::from_millis(1)),
+                    CoreTimer::Telemetry,
+                );
+            }
         }
+    }
+
+    /// Hands a telemetry delta to foca and pushes it out at once (rather than
+    /// waiting for probes to piggyback on).
+    fn broadcast_telemetry(&mut self, delta: &[u8]) {
+        let mut data = Vec::with_capacity(delta.len() + 1);
+        data.push(BROADCAST_TELEMETRY);
+        data.extend_from_slice(delta);
+        if let Err(error) = self.foca.add_broadcast(&data) {
+            tracing::debug!(%error, "telemetry broadcast");
+            return;
+        }
+        if let Err(error) = self.foca.broadcast(&mut self.runtime) {
+            tracing::debug!(%error, "telemetry broadcast");
+        }
+    }
+
+    fn start_anti_entropy(&mut self, now: Duration) {
+        let peers: Vec<(NodeId, SocketAddr)> = self
+            .foca
+            .iter_members()
+            .map(|member| (member.id().node_id.clone(), member.id().addr))
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let (node_id, addr) = peers[self.rng.random_range(0..peers.len())].clone();
+        match self.with_telemetry_mut(|store| store.start_anti_entropy(now)) {
+            Ok(payload) => self.queue_stream(StreamOut {
+                node_id,
+                addr,
+                payload,
+            }),
+            Err(error) => tracing::debug!(%error, "anti-entropy request"),
+        }
+    }
+
+    fn queue_stream(&mut self, out: StreamOut) {
+        if self.streams.len() < STREAMS_QUEUED_MAX {
+            self.streams.push_back(out);
+        }
+    }
+
+    /// A telemetry anti-entropy message arrived on a stream from `from` (as
+    /// authenticated by TLS). Malformed messages are counted and change
+    /// nothing; a reply, if any, comes out of [`Membership::poll_stream`].
+    pub fn handle_telemetry_stream(&mut self, now: Duration, from: &NodeId, bytes: &[u8]) {
+        self.advance(now);
+        let reply = self.with_telemetry_mut(|store| store.handle_anti_entropy(now, bytes));
+        let Ok(Some(payload)) = reply else { return };
+        let addr = self
+            .foca
+            .iter_membership_state()
+            .find(|member| member.id().node_id == *from)
+            .map(|member| member.id().addr);
+        if let Some(addr) = addr {
+            self.queue_stream(StreamOut {
+                node_id: from.clone(),
+                addr,
+                payload,
+            });
+        }
+    }
+
+    /// The next anti-entropy message to send on a stream.
+    pub fn poll_stream(&mut self) -> Option<StreamOut> {
+        self.streams.pop_front()
+    }
+
+    /// Runs `f` on the telemetry store.
+    pub fn with_telemetry<R>(&self, f: impl FnOnce(&TelemetryStore) -> R) -> R {
+        let inbox = self.inbox.lock();
+        f(inbox
+            .telemetry
+            .as_ref()
+            .expect("the store is set at construction"))
+    }
+
+    fn with_telemetry_mut<R>(&mut self, f: impl FnOnce(&mut TelemetryStore) -> R) -> R {
+        let mut inbox = self.inbox.lock();
+        f(inbox
+            .telemetry
+            .as_mut()
+            .expect("the store is set at construction"))
+    }
+
+    /// Sets this host's metrics for the next telemetry refresh.
+    pub fn set_host_metrics(&mut self, host: HostMetrics) -> Result<(), TelemetryError> {
+        self.with_telemetry_mut(|store| store.set_host_metrics(host))
+    }
+
+    /// Sets the local database's report (validated; the error names the
+    /// field and nothing changes).
+    pub fn set_database_report(
+        &mut self,
+        now: Duration,
+        report: DatabaseReport,
+    ) -> Result<(), TelemetryError> {
+        self.advance(now);
+        self.with_telemetry_mut(|store| store.set_database_report(now, report))
+    }
+
+    /// The catalog removed `node_id` up to `generation`: forget its
+    /// telemetry everywhere (broadcasts a tombstone). Idempotent.
+    pub fn remove_telemetry(&mut self, now: Duration, node_id: &NodeId, generation: Generation) {
+        self.advance(now);
+        match self.with_telemetry_mut(|store| store.remove_node(now, node_id, generation)) {
+            Ok(delta) => self.broadcast_telemetry(&delta.bytes),
+            Err(error) => tracing::debug!(%error, "telemetry removal"),
+        }
+        self.drain_runtime(now);
     }
 
     /// Forgets accusations older than the longest suspicion, and when-heard
@@ -987,7 +1207,8 @@ impl Membership {
                 let deadline = self.suspicion_deadline(&suspicion);
                 self.suspicions.insert(member_id.node_id.clone(), suspicion);
                 self.schedule(deadline, CoreTimer::SuspicionCheck(member_id.node_id));
-                let data = rmp_serde::to_vec(&Broadcast::Accusation(accusation))
+                let mut data = vec![BROADCAST_ACCUSATION];
+                rmp_serde::encode::write(&mut data, &accusation)
                     .expect("accusations always encode");
                 if let Err(error) = self.foca.add_broadcast(&data) {
                     tracing::debug!(%error, "accusation broadcast");

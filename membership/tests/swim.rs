@@ -92,6 +92,17 @@ impl Net {
         while let Some(event) = core.poll_event() {
             self.trace.push(format!("{:?} {from} {event:?}", self.now));
         }
+        while let Some(stream) = core.poll_stream() {
+            // Anti-entropy rides a reliable stream: model it as a datagram
+            // tagged so delivery hands it to the telemetry store.
+            self.seq += 1;
+            let mut payload = b"STREAM".to_vec();
+            payload.extend_from_slice(&stream.payload);
+            if !self.down.contains(&from) && !self.blocked.contains(&(from, stream.addr)) {
+                self.in_flight
+                    .insert((self.now + LATENCY, self.seq), (from, stream.addr, payload));
+            }
+        }
     }
 
     /// Advances virtual time to `until`, delivering datagrams and timers in
@@ -116,11 +127,20 @@ impl Net {
             }
             self.now = next;
             if next_packet == Some(next) {
-                let (_, (_, to, payload)) = self.in_flight.pop_first().unwrap();
+                let (_, (from, to, payload)) = self.in_flight.pop_first().unwrap();
+                let sender = self
+                    .nodes
+                    .get(&from)
+                    .map(|core| core.identity().node_id.clone());
                 if !self.down.contains(&to)
                     && let Some(core) = self.nodes.get_mut(&to)
                 {
-                    core.handle_datagram(self.now, None, &payload);
+                    match payload.strip_prefix(b"STREAM") {
+                        Some(stream) => {
+                            core.handle_telemetry_stream(self.now, &sender.unwrap(), stream)
+                        }
+                        None => core.handle_datagram(self.now, None, &payload),
+                    }
                     self.flush(to);
                 }
             } else {
@@ -389,4 +409,66 @@ fn newer_generation_wins_address_conflicts() {
         new.win_addr_conflict(&renewed),
         "a restart beats any rejoin of the old run"
     );
+}
+
+#[test]
+fn telemetry_reaches_every_node_and_a_removed_node_is_forgotten() {
+    use shoal_membership::telemetry::DatabaseReport;
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(5, &config, 31);
+    assert!(net.run_until_true(Duration::from_secs(10), |net| {
+        (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    let report: DatabaseReport = serde_json::from_str(
+        r#"{"qps": 1234.5, "latency_p50_us": 300, "latency_p99_us": 900, "replication_lag_ms": 7}"#,
+    )
+    .unwrap();
+    let now = net.now;
+    net.nodes
+        .get_mut(&addr(2))
+        .unwrap()
+        .set_database_report(now, report)
+        .unwrap();
+    let n2 = identity(2, 1).node_id;
+    let qps_seen = |net: &Net, observer: usize| {
+        net.nodes[&addr(observer)].with_telemetry(|store| {
+            store
+                .record(&n2)
+                .and_then(|record| record.database.as_ref().map(|db| db.report.qps))
+        })
+    };
+    assert!(
+        net.run_until_true(Duration::from_secs(10), |net| (0..5).all(|o| qps_seen(
+            net, o
+        ) == Some(
+            1234.5
+        ))),
+        "telemetry did not converge"
+    );
+    // Every node holds every node's record.
+    for observer in 0..5 {
+        assert_eq!(
+            net.nodes[&addr(observer)].with_telemetry(|store| store.map().len()),
+            5
+        );
+    }
+    // The catalog removes n2 (generation 1): its record disappears everywhere
+    // and does not come back while n2 keeps running.
+    let now = net.now;
+    net.nodes
+        .get_mut(&addr(0))
+        .unwrap()
+        .remove_telemetry(now, &n2, Generation(1));
+    net.flush(addr(0));
+    let gone = |net: &Net| {
+        (0..5)
+            .filter(|o| *o != 2)
+            .all(|o| qps_seen(net, o).is_none())
+    };
+    assert!(
+        net.run_until_true(Duration::from_secs(10), gone),
+        "tombstone did not spread"
+    );
+    net.run_until(net.now + Duration::from_secs(30));
+    assert!(gone(&net), "a removed record came back");
 }
