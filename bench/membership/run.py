@@ -133,6 +133,8 @@ def log(message):
 def port_free(port):
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         sock = socket.socket(socket.AF_INET, kind)
+        # Like the agents' own listeners: TIME_WAIT leftovers do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -298,6 +300,10 @@ class SerfRpc:
 # ----------------------------------------------------------------- clusters
 
 
+class AgentsExited(Exception):
+    pass
+
+
 class Cluster:
     """N agents of one system on loopback. Subclasses start/stop them and
     read one agent's member list as {name: [(state, generation), ...]},
@@ -313,6 +319,14 @@ class Cluster:
         self.names = [f"node-{i + 1}" for i in range(n)]
         self.procs = [None] * n
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=n)
+
+    def check_alive(self):
+        """Fails the run if an agent exited that the benchmark did not kill
+        (a crash, or a signal from outside: the machine is shared)."""
+        gone = [(self.names[i], p.returncode) for i, p in enumerate(self.procs)
+                if p is not None and p.poll() is not None]
+        if gone:
+            raise AgentsExited(f"{self.label}: agents exited unexpectedly (name, exit code): {gone}")
 
     def non_seeds(self):
         return list(range(SEEDS, self.n))
@@ -560,6 +574,7 @@ def measure_resources(clusters, window_s):
 def measure_kill(cluster, victim, timeout_s, period_s):
     """kill -9 `victim`; returns per-kill result with the time until the
     first and until the last other agent reported it down."""
+    cluster.check_alive()
     pre = cluster.poll([0])[0][1] or {}
     old_gen = max((gen or 0) for _, gen in pre.get(cluster.names[victim], [("", 0)]))
     name = cluster.names[victim]
@@ -600,6 +615,7 @@ def measure_kill(cluster, victim, timeout_s, period_s):
 def measure_stall(cluster, victim, stall_s, after_s, period_s):
     """SIGSTOP `victim` for stall_s, SIGCONT, watch after_s more and until
     reconverged; every down state seen for any member is recorded."""
+    cluster.check_alive()
     name = cluster.names[victim]
     false_down = set()  # (observer, member), member != victim
     false_suspect = set()
@@ -635,6 +651,7 @@ def measure_stall(cluster, victim, stall_s, after_s, period_s):
         record(cluster.poll(range(cluster.n)))
         time.sleep(max(0.0, period_s - (time.monotonic() - round_start)))
     waited = cluster.wait_converged(60, period_s=period_s, recorder=record)
+    cluster.check_alive()
     result = {
         "stalled": name,
         "stall_s": stall_s,
@@ -755,6 +772,14 @@ def main():
     os.makedirs(workdir, exist_ok=True)
     if not args.keep and args.workdir is None:
         atexit.register(shutil.rmtree, workdir, True)
+    # Run copies under neutral names: on a shared machine someone's
+    # `pkill shoal` (it happened during a run) must not end the benchmark.
+    bin_dir = os.path.join(workdir, "bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    shutil.copy2(args.shoal, os.path.join(bin_dir, "bench-agent-a"))
+    shutil.copy2(serf, os.path.join(bin_dir, "bench-agent-b"))
+    args.shoal = os.path.join(bin_dir, "bench-agent-a")
+    serf = os.path.join(bin_dir, "bench-agent-b")
     shoal_version = subprocess.run([args.shoal, "--version"], capture_output=True, text=True).stdout.strip()
     serf_version = subprocess.run([serf, "version"], capture_output=True, text=True).stdout.splitlines()[0]
     log(f"{shoal_version} vs {serf_version}; {args.nodes} nodes each; seed {seed}; workdir {workdir}")
@@ -773,6 +798,23 @@ def main():
     def serf_cluster(label):
         return SerfCluster(serf, n, workdir, label, base + 2000, base + 3000, args.serf_poll)
 
+    try:
+        run_phases(args, results, rng, shoal_cluster, serf_cluster)
+    except AgentsExited as error:
+        log(f"error: {error}")
+        results["error"] = str(error)
+    results["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    results["wall_s"] = time.monotonic() - T0
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+        log(f"wrote {args.out}")
+    if "error" in results:
+        sys.exit(1)
+    print_report(results)
+
+
+def run_phases(args, results, rng, shoal_cluster, serf_cluster):
     # Convergence of fresh clusters, alternating the systems; the last pair
     # stays up for the rest.
     conv = {"shoal": [], "serf": []}
@@ -840,14 +882,6 @@ def main():
         key: ({"summary": summarize_stalls(value), "runs": value} if isinstance(value, list) else value)
         for key, value in stalls.items()
     }
-    results["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-    results["wall_s"] = time.monotonic() - T0
-
-    print_report(results)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1, sort_keys=True)
-        log(f"wrote {args.out}")
 
 
 def print_report(r):
