@@ -449,6 +449,7 @@ impl ClusterBuilder {
                     reserved: Some(reserved),
                     child: None,
                     starts: 0,
+                    exited: None,
                 }),
             });
         }
@@ -481,6 +482,8 @@ struct Process {
     child: Option<Child>,
     /// How many times it was started: the generation it should have.
     starts: u64,
+    /// How its agent last exited, if it did.
+    exited: Option<ExitStatus>,
 }
 
 /// One node of a [`Cluster`]: its files, addresses and process.
@@ -541,6 +544,7 @@ impl Node {
             Ok(Some(status)) => {
                 note(&self.log, &format!("agent exited by itself: {status}"));
                 process.child = None;
+                process.exited = Some(status);
                 false
             }
             Err(_) => false,
@@ -733,6 +737,7 @@ impl Cluster {
             match child.try_wait()? {
                 Some(status) => {
                     process.child = None;
+                    process.exited = Some(status);
                     Ok(status)
                 }
                 None => bail!("still running"),
@@ -744,12 +749,18 @@ impl Cluster {
 
     /// `GET path` from `node_id`'s API: the status code and body.
     pub fn get(&self, node_id: &str, path: &str) -> Result<(u16, String)> {
-        let url = format!("http://{}{path}", self.node(node_id).http);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .with_context(|| format!("GET {url} ({node_id})"))?;
+        let node = self.node(node_id);
+        let url = format!("http://{}{path}", node.http);
+        let response = self.http.get(&url).send().with_context(|| {
+            // Say so when the agent is gone: "connection refused" alone
+            // hides that it crashed or was signalled by someone else.
+            let running = match (node.is_running(), node.process().exited) {
+                (true, _) => String::new(),
+                (false, Some(status)) => format!("; its agent has exited: {status}"),
+                (false, None) => "; its agent is not started".to_string(),
+            };
+            format!("GET {url} ({node_id}){running}")
+        })?;
         let status = response.status().as_u16();
         let body = response
             .text()
