@@ -49,6 +49,19 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Every node's telemetry, as merged at this agent.
+    Telemetry {
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Alerts firing, as evaluated at this agent.
+    Alerts {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// The seed group: voters, leader, term, commit and applied index.
     Seeds {
         #[command(subcommand)]
@@ -216,6 +229,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Members { client } => members(&client),
         Command::Seeds { command, client } => client.client().seeds(command),
+        Command::Telemetry { node, client } => client.client().telemetry(node),
+        Command::Alerts { client } => client.client().alerts(),
         Command::Config { command, client } => client.client().config(command),
         Command::Catalog { command, client } => client.client().catalog(command),
         Command::Audit {

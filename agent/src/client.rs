@@ -453,6 +453,111 @@ impl Client {
         Ok(())
     }
 
+    /// `shoal telemetry [--node ID]`.
+    pub fn telemetry(&self, node: Option<String>) -> Result<()> {
+        let path = match &node {
+            Some(node) => format!("/v1/telemetry?node={node}"),
+            None => "/v1/telemetry".to_owned(),
+        };
+        let answer = self.get(&path)?;
+        if self.json {
+            return self.print_json(&answer);
+        }
+        let records: Vec<&Value> = match node {
+            Some(_) => vec![&answer],
+            None => answer
+                .as_object()
+                .map(|nodes| nodes.values().collect())
+                .unwrap_or_default(),
+        };
+        let number = |value: &Value, decimals: usize| match value.as_f64() {
+            Some(number) => format!("{number:.decimals$}"),
+            None => "-".to_owned(),
+        };
+        let gib = |value: &Value| match value.as_u64() {
+            Some(bytes) => format!("{:.1}", bytes as f64 / (1u64 << 30) as f64),
+            None => "-".to_owned(),
+        };
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|record| {
+                let host = &record["host"];
+                let db = &record["database"]["report"];
+                vec![
+                    record["node_id"].as_str().unwrap_or_default().to_owned(),
+                    format!(
+                        "{}.{}",
+                        record["version"]["generation"], record["version"]["sequence"]
+                    ),
+                    number(&host["cpu_percent"], 1),
+                    format!(
+                        "{}/{}",
+                        gib(&host["memory_used_bytes"]),
+                        gib(&host["memory_total_bytes"])
+                    ),
+                    format!(
+                        "{}/{}",
+                        gib(&host["disk_used_bytes"]),
+                        gib(&host["disk_capacity_bytes"])
+                    ),
+                    number(&db["qps"], 0),
+                    db["latency_p99_us"]
+                        .as_u64()
+                        .map_or("-".into(), |us| us.to_string()),
+                    db["replication_lag_ms"]
+                        .as_u64()
+                        .map_or("-".into(), |ms| ms.to_string()),
+                    record["unreachable_peers"]
+                        .as_array()
+                        .map_or(0, Vec::len)
+                        .to_string(),
+                    record["age_ms"]
+                        .as_u64()
+                        .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "NODE", "VERSION", "CPU%", "MEM_GIB", "DISK_GIB", "QPS", "P99_US", "LAG_MS",
+                "UNREACH", "AGE",
+            ],
+            &rows,
+        );
+        Ok(())
+    }
+
+    /// `shoal alerts`.
+    pub fn alerts(&self) -> Result<()> {
+        let alerts = self.get("/v1/alerts")?;
+        if self.json {
+            return self.print_json(&alerts);
+        }
+        let rows: Vec<Vec<String>> = alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|alert| {
+                vec![
+                    alert["rule"].as_str().unwrap_or_default().to_owned(),
+                    alert["node_id"].as_str().unwrap_or_default().to_owned(),
+                    format!(
+                        "{:.1} {}",
+                        alert["value"].as_f64().unwrap_or_default(),
+                        alert["unit"].as_str().unwrap_or_default()
+                    ),
+                    format!("{:.1}", alert["threshold"].as_f64().unwrap_or_default()),
+                    format!(
+                        "{:.1}s",
+                        alert["since_ms_ago"].as_u64().unwrap_or_default() as f64 / 1000.0
+                    ),
+                ]
+            })
+            .collect();
+        print_table(&["RULE", "NODE", "VALUE", "THRESHOLD", "FOR"], &rows);
+        Ok(())
+    }
+
     /// `shoal acl bootstrap`.
     pub fn acl_bootstrap(&self) -> Result<()> {
         let answer = self.write(reqwest::Method::POST, "/v1/acl/bootstrap", json!({}))?;

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
+use shoal_membership::alerts::AlertConfig;
+use shoal_membership::telemetry::TelemetryConfig;
 use shoal_membership::{MembershipConfig, NodeId, Role};
 
 /// Default address of the HTTP API, and of the CLI's `--http`.
@@ -36,6 +38,10 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     acl: RawAcl,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
+    #[serde(default)]
+    alerts: AlertConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +169,8 @@ pub struct Config {
     /// Whether writes need a bearer token (default true; `shoal demo` turns
     /// it off).
     pub acl_enabled: bool,
+    /// Alert rules.
+    pub alerts: AlertConfig,
 }
 
 impl Config {
@@ -220,7 +228,14 @@ impl Config {
         if raw.data_dir.as_os_str().is_empty() {
             bail!("data_dir: must not be empty");
         }
-        let membership = membership_config(&cluster.name, raw.membership)?;
+        raw.telemetry
+            .validate()
+            .map_err(|error| anyhow!("telemetry: {error}"))?;
+        raw.alerts
+            .validate()
+            .map_err(|error| anyhow!("alerts: {error}"))?;
+        let mut membership = membership_config(&cluster.name, raw.membership)?;
+        membership.telemetry = raw.telemetry;
         let resolve = |path: PathBuf| {
             if path.is_absolute() {
                 path
@@ -245,6 +260,7 @@ impl Config {
             membership,
             log_level: raw.log.level,
             acl_enabled: raw.acl.enabled,
+            alerts: raw.alerts,
         })
     }
 }

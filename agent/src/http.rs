@@ -155,6 +155,9 @@ pub fn router(handle: Handle) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/acl/bootstrap", post(acl_bootstrap))
         .route("/v1/acl/tokens", post(token_create))
+        .route("/v1/agent/telemetry", put(telemetry_put))
+        .route("/v1/telemetry", get(telemetry_get))
+        .route("/v1/alerts", get(alerts_get))
         .route("/v1/seeds", get(seeds))
         .route("/v1/seeds/add", post(seeds_add))
         .route("/v1/seeds/remove", post(seeds_remove))
@@ -770,6 +773,94 @@ async fn seeds_transfer(
     body: Result<axum::Json<SeedTarget>, JsonRejection>,
 ) -> Result<Versioned, ApiError> {
     seed_change(&handle, &headers, body, SeedChange::TransferLeader).await
+}
+
+async fn telemetry_put(
+    State(handle): State<Handle>,
+    body: Result<axum::Json<shoal_membership::telemetry::DatabaseReport>, JsonRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let axum::Json(report) = body?;
+    ask(&handle, |reply| Query::DatabaseReport(report, reply))
+        .await?
+        .map_err(ApiError::bad_request)?;
+    Ok(axum::Json(json!({"accepted": true})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetryFilter {
+    node: Option<String>,
+}
+
+async fn telemetry_get(
+    State(handle): State<Handle>,
+    query: Result<axum::extract::Query<TelemetryFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let axum::extract::Query(filter) =
+        query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let node = match filter.node {
+        Some(node) => Some(
+            shoal_membership::NodeId::new(node)
+                .map_err(|error| ApiError::bad_request(format!("node: {error}")))?,
+        ),
+        None => None,
+    };
+    read(&handle, move |view| {
+        view.core.membership().with_telemetry(|store| {
+            let row = |record: &shoal_membership::telemetry::NodeRecord| {
+                let mut value = json!(record);
+                let age = store
+                    .meta(&record.node_id)
+                    .map(|meta| view.now.saturating_sub(meta.updated_at));
+                value["age_ms"] = json!(age.map(|age| age.as_millis() as u64));
+                value
+            };
+            match &node {
+                Some(node) => store
+                    .record(node)
+                    .map(|record| json!(row(record)))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "not_found",
+                            format!("no telemetry for node {node}"),
+                        )
+                    }),
+                None => {
+                    let nodes: BTreeMap<String, Value> = store
+                        .map()
+                        .records()
+                        .map(|record| (record.node_id.to_string(), row(record)))
+                        .collect();
+                    Ok(json!(nodes))
+                }
+            }
+        })
+    })
+    .await?
+    .map(axum::Json)
+}
+
+async fn alerts_get(State(handle): State<Handle>) -> Result<axum::Json<Value>, ApiError> {
+    read(&handle, |view| {
+        let alerts: Vec<Value> = view
+            .core
+            .alerts()
+            .iter()
+            .map(|alert| {
+                json!({
+                    "rule": alert.rule.name(),
+                    "node_id": alert.node_id,
+                    "value": alert.value,
+                    "threshold": alert.threshold,
+                    "unit": alert.rule.unit(),
+                    "since_ms_ago": view.now.saturating_sub(alert.since).as_millis() as u64,
+                })
+            })
+            .collect();
+        axum::Json(json!(alerts))
+    })
+    .await
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod demo;
+pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod shell;

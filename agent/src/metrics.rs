@@ -120,5 +120,63 @@ impl Metrics {
             metrics::counter!("shoal_raft_snapshots_total")
                 .absolute(raft.counters().snapshots_taken);
         }
+        let now = core.now();
+        core.membership().with_telemetry(|store| {
+            let counters = store.counters();
+            let telemetry = [
+                (
+                    "shoal_telemetry_local_versions_total",
+                    counters.local_versions,
+                ),
+                ("shoal_telemetry_deltas_sent_total", counters.deltas_sent),
+                (
+                    "shoal_telemetry_deltas_dropped_for_size_total",
+                    counters.deltas_dropped_for_size,
+                ),
+                (
+                    "shoal_telemetry_versions_sent_total",
+                    counters.versions_sent,
+                ),
+                (
+                    "shoal_telemetry_versions_received_total",
+                    counters.versions_received,
+                ),
+                (
+                    "shoal_telemetry_merge_conflicts_resolved_total",
+                    counters.merge_conflicts_resolved,
+                ),
+                (
+                    "shoal_telemetry_decode_errors_total",
+                    counters.decode_errors,
+                ),
+                (
+                    "shoal_telemetry_anti_entropy_messages_total",
+                    counters.anti_entropy_messages,
+                ),
+                (
+                    "shoal_telemetry_records_removed_total",
+                    counters.records_removed,
+                ),
+            ];
+            for (name, value) in telemetry {
+                metrics::counter!(name).absolute(value);
+            }
+            metrics::gauge!("shoal_telemetry_records").set(store.map().len() as f64);
+            for (node, age) in store.ages(now) {
+                metrics::gauge!("shoal_telemetry_age_seconds", "node" => node.to_string())
+                    .set(age.as_secs_f64());
+            }
+        });
+        let anti_entropy_bytes = core.stats().telemetry_bytes;
+        metrics::counter!("shoal_telemetry_anti_entropy_bytes_total").absolute(anti_entropy_bytes);
+        metrics::gauge!("shoal_alerts_active").set(core.alerts().len() as f64);
+        for rule in shoal_membership::alerts::AlertRule::ALL {
+            let firing = core
+                .alerts()
+                .iter()
+                .filter(|alert| alert.rule == rule)
+                .count();
+            metrics::gauge!("shoal_alerts_firing", "rule" => rule.name()).set(firing as f64);
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use shoal_consensus::{Catalog, CatalogIndex, Command, RequestId, SledStorage};
+use shoal_membership::telemetry::DatabaseReport;
 use shoal_membership::{Event, Identity, MemberMeta, MemberView, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,9 +22,14 @@ use crate::transport::{Inbound, Transport};
 /// The node core as the agent runs it: on the sled log store.
 pub type AgentCore = NodeCore<SledStorage>;
 
-/// What a read query sees: the local catalog and how fresh it is.
+/// What a read query sees: the local catalog and how fresh it is, and the
+/// core itself for everything else (members, telemetry, alerts).
 #[derive(Debug)]
 pub struct View<'a> {
+    /// The node core.
+    pub core: &'a AgentCore,
+    /// Its monotonic `now`.
+    pub now: Duration,
     /// The local catalog.
     pub catalog: &'a Catalog,
     /// How stale it may be (`None`: never confirmed by a seed).
@@ -49,6 +55,8 @@ pub enum Query {
     ChangeSeeds(RequestId, SeedChange, oneshot::Sender<SubmitOutcome>),
     /// A linearizable read barrier.
     ReadBarrier(oneshot::Sender<Result<CatalogIndex, String>>),
+    /// What the local database reports; the error names the bad field.
+    DatabaseReport(DatabaseReport, oneshot::Sender<Result<(), String>>),
 }
 
 impl std::fmt::Debug for Query {
@@ -60,6 +68,7 @@ impl std::fmt::Debug for Query {
             Query::Submit(..) => "Submit",
             Query::ChangeSeeds(..) => "ChangeSeeds",
             Query::ReadBarrier(_) => "ReadBarrier",
+            Query::DatabaseReport(..) => "DatabaseReport",
         })
     }
 }
@@ -126,6 +135,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.bootstrap_expect as usize,
     );
     core_config.wall_base_unix_ms = wall_clock_ms();
+    core_config.alerts = config.alerts.clone();
     // The only randomness in the core derives from this seed.
     let rng_seed = u64::from_le_bytes(rand_seed());
     let mut core = NodeCore::new(core_config, storage, rng_seed, now()).context("node core")?;
@@ -161,6 +171,9 @@ pub async fn run(config: Config) -> Result<()> {
     drop(seed_tx);
 
     let mut waiting = Waiting::default();
+    let mut host = crate::host::HostSampler::new(&config.data_dir);
+    let mut host_interval = tokio::time::interval(config.membership.telemetry.refresh_interval);
+    host_interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = Box::pin(shutdown_signal());
     loop {
         let deadline = core.poll_timeout().map(|at| started + at);
@@ -194,6 +207,11 @@ pub async fn run(config: Config) -> Result<()> {
                 }
             }
             Some((node_id, addr)) = seeds.recv() => core.add_seed(now(), node_id, addr),
+            _ = host_interval.tick() => {
+                if let Err(error) = core.set_host_metrics(host.sample()) {
+                    tracing::warn!(%error, "host metrics refused");
+                }
+            }
             Some(query) = queries.recv() => waiting.answer(&mut core, &transport, &metrics, query, now()),
         }
         flush(&mut core, &transport, &mut waiting);
@@ -231,6 +249,8 @@ impl Waiting {
             }
             Query::Read(read) => {
                 let view = View {
+                    core,
+                    now,
                     catalog: core.catalog(),
                     staleness: core.catalog_staleness(),
                     seeds: core.seed_status(),
@@ -257,6 +277,12 @@ impl Waiting {
             Query::ReadBarrier(reply) => {
                 let id = core.read_barrier(now);
                 self.reads.insert(id, reply);
+            }
+            Query::DatabaseReport(report, reply) => {
+                let _ = reply.send(
+                    core.set_database_report(now, report)
+                        .map_err(|error| error.to_string()),
+                );
             }
         }
     }

@@ -230,7 +230,15 @@ pub enum AlertRule {
 }
 
 impl AlertRule {
-    /// The rule's name as in the config file and the API.
+    /// Every rule, for exporting zeroed gauges.
+    pub const ALL: [AlertRule; 4] = [
+        AlertRule::CpuHigh,
+        AlertRule::DiskFull,
+        AlertRule::ReplicationLag,
+        AlertRule::LatencyP99Baseline,
+    ];
+
+    /// The rule's name, as in the config table and the API.
     pub fn name(self) -> &'static str {
         match self {
             AlertRule::CpuHigh => "cpu_high",

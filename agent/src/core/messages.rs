@@ -78,6 +78,8 @@ pub enum PeerMessage {
         /// The leader as the seed knows it.
         leader: Option<NodeId>,
     },
+    /// A telemetry anti-entropy message (digest, records, tombstones).
+    Telemetry(Vec<u8>),
     /// The whole catalog, for a copy too far behind for entries.
     CatalogSnapshot {
         /// `Catalog::encode` bytes.
@@ -155,6 +157,7 @@ impl PeerMessage {
             PeerMessage::CatalogPull { .. } => "catalog_pull",
             PeerMessage::CatalogEntries { .. } => "catalog_entries",
             PeerMessage::CatalogSnapshot { .. } => "catalog_snapshot",
+            PeerMessage::Telemetry(_) => "telemetry",
         }
     }
 }

@@ -29,6 +29,8 @@ use shoal_consensus::{
     Capacity, Catalog, CatalogIndex, Command, LogStore, NodeRole, NodeStatus, Op, Output,
     RaftConfig, RaftNode, RequestId, Role as RaftRole, Term,
 };
+use shoal_membership::alerts::{ActiveAlert, AlertConfig, AlertEvaluator};
+use shoal_membership::telemetry::{DatabaseReport, HostMetrics, TelemetryError};
 use shoal_membership::{
     Event, Identity, MemberState, MemberView, Membership, MembershipConfig, NodeId, Role, Transmit,
 };
@@ -74,6 +76,10 @@ pub struct NodeCoreConfig {
     pub bootstrap_probe_period: Duration,
     /// What this node offers, as registered in the catalog.
     pub capacity: Capacity,
+    /// Alert rules evaluated on the merged telemetry.
+    pub alerts: AlertConfig,
+    /// How often alerts are evaluated. Default 1 s.
+    pub alert_period: Duration,
     /// Wall-clock time at `now = 0`, in ms since the Unix epoch: commands carry
     /// `wall_base_unix_ms + now`. The simulator skews it per node.
     pub wall_base_unix_ms: u64,
@@ -93,6 +99,8 @@ impl NodeCoreConfig {
             catalog_pull_timeout: Duration::from_secs(8),
             bootstrap_probe_period: Duration::from_secs(1),
             capacity: Capacity::default(),
+            alerts: AlertConfig::default(),
+            alert_period: Duration::from_secs(1),
             wall_base_unix_ms: 0,
         }
     }
@@ -110,6 +118,9 @@ pub enum CoreError {
     /// A node id is valid for membership but not for the catalog.
     #[error("node id {0:?} is not a valid catalog node id")]
     NodeId(String),
+    /// An alert rule is invalid.
+    #[error("alerts: {0}")]
+    Alerts(#[from] TelemetryError),
 }
 
 /// A peer message for the driver to send on a QUIC stream.
@@ -166,6 +177,8 @@ pub struct CoreStats {
     pub leader_changes: u64,
     /// Catalog snapshots received by this agent's copy.
     pub catalog_snapshots: u64,
+    /// Bytes of telemetry anti-entropy messages sent and received.
+    pub telemetry_bytes: u64,
 }
 
 /// Status of the seed group as this agent sees it (`shoal seeds`).
@@ -238,6 +251,12 @@ pub struct NodeCore<S: LogStore> {
     pull_in_flight: Option<(shoal_consensus::NodeId, Duration)>,
     outbox: VecDeque<Outgoing>,
     completions: VecDeque<Completion>,
+    alerts: AlertEvaluator,
+    active_alerts: Vec<ActiveAlert>,
+    next_alert_at: Duration,
+    /// Nodes whose removal from the catalog was already turned into a
+    /// telemetry tombstone here.
+    telemetry_removed: BTreeSet<(shoal_consensus::NodeId, shoal_consensus::Generation)>,
     stats: CoreStats,
     now: Duration,
 }
@@ -285,8 +304,13 @@ impl<S: LogStore> NodeCore<S> {
         } else {
             (None, Bootstrap::NotSeed)
         };
+        let alerts = AlertEvaluator::new(config.alerts.clone())?;
         Ok(Self {
             next_tick_at: now + config.raft_tick,
+            next_alert_at: now + config.alert_period,
+            alerts,
+            active_alerts: Vec::new(),
+            telemetry_removed: BTreeSet::new(),
             config,
             membership,
             node_id,
@@ -368,6 +392,11 @@ impl<S: LogStore> NodeCore<S> {
         }
     }
 
+    /// The latest `now` the core was given.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
     /// Counters beyond membership's.
     pub fn stats(&self) -> &CoreStats {
         &self.stats
@@ -438,6 +467,60 @@ impl<S: LogStore> NodeCore<S> {
         self.expire(now);
         self.pull_catalog(now);
         self.register(now);
+        if now >= self.next_alert_at {
+            self.next_alert_at = now + self.config.alert_period;
+            self.forget_removed_telemetry(now);
+            let alerts = &mut self.alerts;
+            self.active_alerts = self
+                .membership
+                .with_telemetry(|store| alerts.evaluate(store.map(), now));
+        }
+    }
+
+    /// Nodes the catalog marks `Removed` lose their telemetry everywhere.
+    fn forget_removed_telemetry(&mut self, now: Duration) {
+        let removed: Vec<(shoal_consensus::NodeId, shoal_consensus::Generation)> = self
+            .catalog()
+            .state()
+            .nodes
+            .values()
+            .filter(|record| record.status == NodeStatus::Removed)
+            .map(|record| (record.node_id.clone(), record.generation))
+            .filter(|key| !self.telemetry_removed.contains(key))
+            .collect();
+        for (node_id, generation) in removed {
+            if let Ok(member_id) = NodeId::new(node_id.as_str()) {
+                self.membership.remove_telemetry(
+                    now,
+                    &member_id,
+                    shoal_membership::Generation(generation.0),
+                );
+            }
+            self.telemetry_removed.insert((node_id, generation));
+        }
+    }
+
+    // ----- telemetry -----
+
+    /// Sets this host's metrics for the next telemetry refresh.
+    pub fn set_host_metrics(&mut self, host: HostMetrics) -> Result<(), TelemetryError> {
+        self.membership.set_host_metrics(host)
+    }
+
+    /// Sets what the local database reports (validated; the error names the
+    /// field and nothing changes).
+    pub fn set_database_report(
+        &mut self,
+        now: Duration,
+        report: DatabaseReport,
+    ) -> Result<(), TelemetryError> {
+        self.advance(now);
+        self.membership.set_database_report(now, report)
+    }
+
+    /// The alerts firing at the last evaluation.
+    pub fn alerts(&self) -> &[ActiveAlert] {
+        &self.active_alerts
     }
 
     fn advance(&mut self, now: Duration) {
@@ -875,6 +958,13 @@ impl<S: LogStore> NodeCore<S> {
             }
             PeerMessage::CatalogSnapshot { catalog, leader } => {
                 self.handle_snapshot(now, &from, &catalog, leader)
+            }
+            PeerMessage::Telemetry(bytes) => {
+                self.stats.telemetry_bytes += bytes.len() as u64;
+                if let Ok(sender) = NodeId::new(from.as_str()) {
+                    self.membership
+                        .handle_telemetry_stream(now, &sender, &bytes);
+                }
             }
         }
     }
@@ -1376,6 +1466,20 @@ impl<S: LogStore> NodeCore<S> {
 
     /// The next peer message to send on a stream.
     pub fn poll_message(&mut self) -> Option<Outgoing> {
+        while let Some(stream) = self.membership.poll_stream() {
+            let Ok(to) = catalog_id(&stream.node_id) else {
+                continue;
+            };
+            self.stats.telemetry_bytes += stream.payload.len() as u64;
+            let message = PeerMessage::Telemetry(stream.payload);
+            *self.stats.messages_out.entry(message.kind()).or_default() += 1;
+            self.outbox.push_back(Outgoing {
+                to,
+                addr: stream.addr,
+                message,
+                carries_snapshot: false,
+            });
+        }
         self.outbox.pop_front()
     }
 }
