@@ -13,6 +13,7 @@
 #   CARGO_TARGET_DIR=/tmp/target-bench      where shoal and the loadgen build
 #   BASE_PORT=27400                          Shoal QUIC ports from here, HTTP +100,
 #                                            etcd client/peer ports from +1000
+#   SHOAL_REV=HEAD                           build a clean export of this commit
 #   KEEP=1                                   keep the temporary data dirs
 #   PERF=1                                   also record a perf profile of the
 #                                            Shoal leader at the largest client count
@@ -39,16 +40,7 @@ for tool in etcd etcdctl curl python3; do
     fi
 done
 
-echo "== building shoal and the load generator (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$REPO" && cargo build --release -q -p shoal-agent)
-(cd "$HERE/loadgen" && cargo build --release -q)
-SHOAL="$CARGO_TARGET_DIR/release/shoal"
-LOADGEN="$CARGO_TARGET_DIR/release/consensus-loadgen"
-
 WORK="$(mktemp -d /tmp/shoal-consensus-bench.XXXXXX)"
-mkdir -p "$OUT"
-RESULTS="$OUT/results.jsonl"
-: > "$RESULTS"
 
 # Every process this script starts is recorded here and ended by pid.
 PIDS=()
@@ -78,11 +70,48 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# SHOAL_REV=REV builds a clean export of that commit (others' uncommitted edits in
+# the work tree then do not leak into the numbers); by default the work tree.
+SRC="$REPO"
+if [ -n "${SHOAL_REV:-}" ]; then
+    SRC="$WORK/src"
+    mkdir -p "$SRC"
+    git -C "$REPO" archive "$SHOAL_REV" | tar -x -C "$SRC"
+fi
+echo "== building shoal ($SRC) and the load generator (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+if [ -n "${SHOAL_REV:-}" ]; then
+    # A target dir of its own, so the export's binary does not replace the work
+    # tree's in the shared one; seeded from it (dependencies stay built).
+    if [ ! -d "$CARGO_TARGET_DIR-rev" ] && [ -d "$CARGO_TARGET_DIR" ]; then
+        cp -a "$CARGO_TARGET_DIR" "$CARGO_TARGET_DIR-rev"
+    fi
+    (cd "$SRC" && CARGO_TARGET_DIR="$CARGO_TARGET_DIR-rev" cargo build --release -q -p shoal-agent)
+    mkdir -p "$WORK/bin"
+    cp "$CARGO_TARGET_DIR-rev/release/shoal" "$WORK/bin/"
+else
+    (cd "$SRC" && cargo build --release -q -p shoal-agent)
+    mkdir -p "$WORK/bin"
+    cp "$CARGO_TARGET_DIR/release/shoal" "$WORK/bin/"
+fi
+(cd "$HERE/loadgen" && cargo build --release -q)
+# Private copies: another build in the same target dir cannot swap them mid-run.
+cp "$CARGO_TARGET_DIR/release/consensus-loadgen" "$WORK/bin/"
+SHOAL="$WORK/bin/shoal"
+LOADGEN="$WORK/bin/consensus-loadgen"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+
+
 # ----- the machine -----
 
 {
     echo "date: $(date -u +%FT%TZ)"
-    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [ -n "${SHOAL_REV:-}" ]; then
+        echo "shoal: $(git -C "$REPO" rev-parse --short "$SHOAL_REV") (clean export)"
+    else
+        echo "shoal: work tree at $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- agent consensus membership || echo ' (with uncommitted changes)')"
+    fi
     echo "cpus: $(nproc)  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "memory: $(free -g | awk '/Mem:/ {print $2 " GiB"}')"
     echo "kernel: $(uname -r)"
