@@ -75,6 +75,8 @@ impl std::fmt::Debug for Query {
 
 /// Queued HTTP queries; more wait in axum (the handler awaits a slot).
 pub const QUERY_QUEUE_MAX: usize = 1_024;
+/// Most queries taken in one turn of the loop (one Raft batch).
+pub const QUERY_BATCH_MAX: usize = 1_024;
 /// How long a seed is retried at most between attempts.
 pub const SEED_RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -212,7 +214,15 @@ pub async fn run(config: Config) -> Result<()> {
                     tracing::warn!(%error, "host metrics refused");
                 }
             }
-            Some(query) = queries.recv() => waiting.answer(&mut core, &transport, &metrics, query, now()),
+                        Some(query) = queries.recv() => {
+                // Take every query already waiting, so concurrent writes
+                // become one Raft batch (one fsync) at the flush below.
+                waiting.answer(&mut core, &transport, &metrics, query, now());
+                for _ in 0..QUERY_BATCH_MAX {
+                    let Ok(query) = queries.try_recv() else { break };
+                    waiting.answer(&mut core, &transport, &metrics, query, now());
+                }
+            }
         }
         flush(&mut core, &transport, &mut waiting);
     }
@@ -311,6 +321,7 @@ impl Waiting {
 }
 
 fn flush(core: &mut AgentCore, transport: &Transport, waiting: &mut Waiting) {
+    core.flush(core.now());
     while let Some(transmit) = core.poll_transmit() {
         transport.send_datagram(&transmit.node_id, transmit.addr, transmit.payload);
     }

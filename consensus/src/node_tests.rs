@@ -449,3 +449,23 @@ fn a_catalog_copy_follows_by_shipped_entries_and_snapshot() {
         ("set_config", "key=k", "ok")
     );
 }
+
+#[test]
+fn a_batch_of_proposals_is_held_until_the_batch_ends_then_commits() {
+    let mut cluster = Cluster::new(3, 5);
+    let leader = cluster.elect();
+    let node = cluster.node_mut(&leader);
+    node.begin_batch();
+    let indexes: Vec<CatalogIndex> = (0..20)
+        .map(|i| node.propose(&set_config(&format!("b{i}"), &format!("k{i}"), "v")).unwrap())
+        .collect();
+    // Nothing leaves the node before the batch ends.
+    assert!(node.drain_outputs().is_empty());
+    node.end_batch().unwrap();
+    assert!(indexes.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1));
+    cluster.collect(&leader);
+    cluster.run_ticks(10);
+    for node in cluster.nodes.values().flatten() {
+        assert_eq!(node.catalog().state().config.len(), 20);
+    }
+}

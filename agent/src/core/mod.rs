@@ -243,8 +243,11 @@ pub struct NodeCore<S: LogStore> {
     leader_heard_at: Option<Duration>,
     next_tick_at: Duration,
     rng: ChaCha8Rng,
-    submissions: BTreeMap<RequestId, Submission>,
+        submissions: BTreeMap<RequestId, Submission>,
     proposed_for: BTreeMap<RequestId, Origin>,
+    /// Writes waiting for the next [`NodeCore::flush`] to be proposed in one
+    /// Raft batch (one fsync for all of them).
+    proposal_queue: Vec<(RequestId, Command, Origin)>,
     reads: BTreeMap<u64, PendingRead>,
     read_seq: u64,
     pulls_parked: BTreeMap<shoal_consensus::NodeId, (CatalogIndex, Duration)>,
@@ -321,8 +324,9 @@ impl<S: LogStore> NodeCore<S> {
             leader_hint: None,
             leader_heard_at: None,
             rng,
-            submissions: BTreeMap::new(),
+                        submissions: BTreeMap::new(),
             proposed_for: BTreeMap::new(),
+            proposal_queue: Vec::new(),
             reads: BTreeMap::new(),
             read_seq: 0,
             pulls_parked: BTreeMap::new(),
@@ -455,7 +459,8 @@ impl<S: LogStore> NodeCore<S> {
         // Ticks are not caught up one by one after a stall: Raft time is
         // "ticks delivered", and a burst of ticks would only start a needless
         // election.
-        self.next_tick_at = now + self.config.raft_tick;
+                self.next_tick_at = now + self.config.raft_tick;
+        self.flush(now);
         if let Some(raft) = &mut self.raft {
             if let Err(error) = raft.tick() {
                 tracing::error!(%error, "raft tick");
@@ -529,8 +534,9 @@ impl<S: LogStore> NodeCore<S> {
 
     // ----- client requests -----
 
-    /// Submits a write; its end arrives as [`Completion::Submitted`]. The
-    /// command's request id makes retries safe: it applies at most once.
+        /// Submits a write; its end arrives as [`Completion::Submitted`]. The
+    /// command's request id makes retries safe: it applies at most once. On
+    /// the leader the write is proposed at the next [`NodeCore::flush`].
     pub fn submit(&mut self, now: Duration, command: Command) {
         self.advance(now);
         let request_id = command.request_id.clone();
@@ -603,6 +609,50 @@ impl<S: LogStore> NodeCore<S> {
         id
     }
 
+        /// Proposes every write queued since the last flush as one Raft batch
+    /// (persisted with one sync). The driver calls it after each batch of
+    /// inputs; every timer tick calls it too.
+    pub fn flush(&mut self, now: Duration) {
+        self.advance(now);
+        if self.proposal_queue.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut self.proposal_queue);
+        let Some(raft) = self.raft.as_mut() else {
+            // Leadership (and the Raft node) moved on: the writers retry.
+            for (request_id, _, _) in queue {
+                self.proposed_for.remove(&request_id);
+            }
+            return;
+        };
+        raft.begin_batch();
+        let mut refused = Vec::new();
+        for (request_id, command, origin) in queue {
+            if let Err(error) = raft.propose(&command) {
+                refused.push((request_id, origin, error));
+            }
+        }
+        if let Err(error) = raft.end_batch() {
+            tracing::error!(%error, "raft batch");
+        }
+        for (request_id, origin, error) in refused {
+            self.proposed_for.remove(&request_id);
+            let outcome = match error {
+                shoal_consensus::Error::NotLeader { leader } => SubmitOutcome::NotLeader { leader },
+                error => SubmitOutcome::Failed { reason: error.to_string() },
+            };
+            match origin {
+                // Not the leader any more: the submission retries elsewhere.
+                Origin::Local if matches!(outcome, SubmitOutcome::NotLeader { .. }) => {}
+                Origin::Local => self.complete(request_id, outcome),
+                Origin::Remote(node) => {
+                    self.send(&node, PeerMessage::SubmitResult { request_id, outcome })
+                }
+            }
+        }
+        self.after_raft();
+    }
+
     /// The next finished client request.
     pub fn poll_completion(&mut self) -> Option<Completion> {
         self.completions.pop_front()
@@ -673,21 +723,16 @@ impl<S: LogStore> NodeCore<S> {
         request_id: &RequestId,
         origin: Origin,
     ) -> Option<SubmitOutcome> {
-        let raft = self.raft.as_mut().expect("only a leader leads");
-        match kind {
-            SubmissionKind::Write(command) => match raft.propose(command) {
-                Ok(_) => {
-                    self.proposed_for.insert(request_id.clone(), origin);
-                    None
-                }
-                Err(shoal_consensus::Error::NotLeader { leader }) => {
-                    Some(SubmitOutcome::NotLeader { leader })
-                }
-                Err(error) => Some(SubmitOutcome::Failed {
-                    reason: error.to_string(),
-                }),
-            },
-            SubmissionKind::Seeds(change) => {
+                match kind {
+            SubmissionKind::Write(command) => {
+                // Proposed at the next flush, with every other write that
+                // arrived meanwhile: one Raft batch, one fsync.
+                self.proposed_for.insert(request_id.clone(), origin.clone());
+                self.proposal_queue.push((request_id.clone(), command.clone(), origin));
+                None
+            }
+                        SubmissionKind::Seeds(change) => {
+                let raft = self.raft.as_mut().expect("only a leader leads");
                 let result = match change {
                     SeedChange::Membership(changes) => raft.propose_conf_change(changes),
                     SeedChange::TransferLeader(target) => raft.transfer_leader(target),
@@ -979,7 +1024,8 @@ impl<S: LogStore> NodeCore<S> {
                 return;
             }
         }
-        let raft = self.raft.as_mut().expect("created above");
+                let raft = self.raft.as_mut().expect("created above");
+        raft.begin_batch();
         for bytes in batch {
             match shoal_consensus::decode_message(&bytes) {
                 Ok(message) => {
@@ -990,8 +1036,11 @@ impl<S: LogStore> NodeCore<S> {
                         tracing::debug!(%error, %from, "raft step");
                     }
                 }
-                Err(_) => self.stats.messages_dropped += 1,
+                                Err(_) => self.stats.messages_dropped += 1,
             }
+        }
+        if let Err(error) = raft.end_batch() {
+            tracing::error!(%error, "raft batch");
         }
         self.after_raft();
     }
