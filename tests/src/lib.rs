@@ -126,6 +126,21 @@ where
     Ok(output)
 }
 
+/// The command that runs an agent. Where util-linux `setpriv` exists, the
+/// agent is started through it with a parent-death signal, so that agents
+/// die with the test even when the test process cannot run its destructors
+/// (an abort, a SIGKILL, a Ctrl-C): no orphaned agents holding ports.
+fn agent_command() -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    if Path::new(SETPRIV).is_file() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "KILL", "--"]).arg(shoal_bin());
+        command
+    } else {
+        Command::new(shoal_bin())
+    }
+}
+
 /// Ports already handed out by this process, so two clusters of tests
 /// running in parallel threads never get the same one.
 static PORTS_TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
@@ -654,7 +669,7 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .with_context(|| format!("open {}", node.log.display()))?;
-        let child = Command::new(shoal_bin())
+        let child = agent_command()
             .arg("agent")
             .arg("-c")
             .arg(&node.config)
@@ -928,13 +943,16 @@ impl Drop for Cluster {
 }
 
 /// A QUIC peer with a certificate from the cluster's CA, for tests that
-/// play a misbehaving (but authenticated) member: it uses the agent's own
-/// transport, and so reaches agents exactly as an agent would.
+/// play a misbehaving (but authenticated) member. It builds its TLS from
+/// the agent's own [`shoal_agent::tls::TlsIdentity`], so it passes the same
+/// mutual-TLS checks an agent does, but is a plain quinn client endpoint:
+/// it only dials and sends.
 pub struct Prober {
     /// The node id its certificate names.
     pub node_id: String,
+    // Dropped before the runtime its driver runs on.
+    endpoint: quinn::Endpoint,
     runtime: tokio::runtime::Runtime,
-    transport: shoal_agent::transport::Transport,
 }
 
 impl std::fmt::Debug for Prober {
@@ -985,30 +1003,59 @@ impl Prober {
             &dir.join(format!("{node_id}.pem")),
             &dir.join(format!("{node_id}-key.pem")),
         )?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.client_config()?)
+            .context("QUIC client config")?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        let mut client = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+        client.transport_config(std::sync::Arc::new(transport));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .context("start the prober's tokio runtime")?;
-        let (transport, _inbound) = {
+        let mut endpoint = {
             let _entered = runtime.enter();
-            shoal_agent::transport::Transport::bind(&tls, (Ipv4Addr::LOCALHOST, 0).into())?
+            quinn::Endpoint::client((Ipv4Addr::LOCALHOST, 0).into())
+                .context("bind the prober's endpoint")?
         };
+        endpoint.set_default_client_config(client);
         Ok(Self {
             node_id: node_id.to_string(),
+            endpoint,
             runtime,
-            transport,
         })
     }
 
     /// The prober's UDP address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.transport.local_addr()
+        Ok(self.endpoint.local_addr()?)
     }
 
-    /// Dials `addr` (mutual TLS) and returns the connection.
+    /// Dials `addr` (mutual TLS) and returns the connection, with the node
+    /// id the agent's certificate names.
     pub fn connect(&self, addr: SocketAddr) -> Result<ProberConnection> {
-        let (connection, peer) = self.runtime.block_on(self.transport.dial(addr))?;
+        let connecting = {
+            // quinn spawns the connection's driver on the current runtime.
+            let _entered = self.runtime.enter();
+            self.endpoint
+                .connect(addr, "shoal")
+                .with_context(|| format!("dial {addr}"))?
+        };
+        let connection = self
+            .runtime
+            .block_on(async { tokio::time::timeout(TIMEOUT, connecting).await })
+            .map_err(|_| anyhow!("dial {addr}: handshake timed out"))?
+            .with_context(|| format!("dial {addr}"))?;
+        let chain = connection
+            .peer_identity()
+            .ok_or_else(|| anyhow!("{addr} presented no certificate"))?
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .map_err(|_| anyhow!("unexpected peer identity type"))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| anyhow!("{addr}: empty certificate chain"))?;
+        let peer = shoal_agent::tls::node_id_of(leaf)?;
         Ok(ProberConnection {
             peer: peer.to_string(),
             connection,
