@@ -19,6 +19,7 @@ mod checks;
 mod metrics;
 mod network;
 mod node;
+mod raft;
 mod report;
 mod rng;
 pub mod scenario;
@@ -31,8 +32,8 @@ use std::time::Instant;
 pub use checks::{CheckKind, CheckResult};
 pub use metrics::{KindCount, Percentiles, Sample};
 pub use report::{
-    AppliedAction, Band, DetectionReport, DisseminationReport, FalseDownReport, KindRate,
-    LoadReport, MetricsReport, Report,
+    AppliedAction, Band, ConsensusReport, DetectionReport, DisseminationReport, FalseDownReport,
+    KindRate, LoadReport, MetricsReport, Report,
 };
 pub use scenario::{Overrides, Scenario};
 

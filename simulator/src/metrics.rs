@@ -64,6 +64,12 @@ pub struct Sample {
     pub messages_per_s: f64,
     /// False "down" verdicts so far.
     pub false_downs: u64,
+    /// Highest Raft term among running seeds.
+    pub raft_term: u64,
+    /// Whether a seed connected to a majority leads.
+    pub raft_leader: bool,
+    /// Applied index of the leader's catalog (0 without a leader).
+    pub catalog_index: u64,
 }
 
 /// Everything measured during one run.
@@ -93,6 +99,10 @@ pub(crate) struct Metrics {
     pub(crate) stream_by_kind: BTreeMap<&'static str, KindCount>,
     /// Stream messages lost to a partition or a dead receiver.
     pub(crate) streams_broken: u64,
+    /// Workload writes: submitted, applied (with latency), failed.
+    pub(crate) writes_submitted: u64,
+    pub(crate) writes_failed: u64,
+    pub(crate) commit_latencies: Vec<Duration>,
     /// Running-node seconds, for per-node rates.
     pub(crate) node_seconds: f64,
     pub(crate) samples: Vec<Sample>,
@@ -331,6 +341,7 @@ impl Metrics {
         running: usize,
         nodes_up: usize,
         views: (usize, usize),
+        raft: (u64, bool, u64),
     ) {
         self.node_seconds += running as f64 * period.as_secs_f64();
         let sent = self.messages - self.messages_at_last_sample;
@@ -342,6 +353,9 @@ impl Metrics {
             view_max: views.1,
             messages_per_s: sent as f64 / period.as_secs_f64(),
             false_downs: self.false_downs,
+            raft_term: raft.0,
+            raft_leader: raft.1,
+            catalog_index: raft.2,
         });
     }
 }

@@ -256,6 +256,19 @@ impl Network {
         if self.blocked(from, to) {
             return;
         }
+        self.transit_ignoring_cuts(from, to, now, arrivals);
+    }
+
+    /// [`Network::transit`] as if no partition were in force (test-only
+    /// breakage: `test_only.leaky_streams`).
+    pub(crate) fn transit_ignoring_cuts(
+        &mut self,
+        from: usize,
+        to: usize,
+        now: Duration,
+        arrivals: &mut Vec<Duration>,
+    ) {
+        arrivals.clear();
         let quality = self
             .degradations
             .iter()

@@ -398,6 +398,24 @@ impl SimNode {
         self.drain(out);
     }
 
+    /// A client write submitted at this agent.
+    pub(crate) fn submit(
+        &mut self,
+        now: Duration,
+        command: shoal_consensus::Command,
+        out: &mut Vec<Output>,
+    ) {
+        if self.status != Status::Running {
+            return;
+        }
+        let local = self.clock.local(now);
+        self.core
+            .as_mut()
+            .expect("running nodes have a core")
+            .submit(local, command);
+        self.drain(out);
+    }
+
     /// When the core next wants `handle_timeout`, in virtual time.
     pub(crate) fn next_timeout(&self, now: Duration) -> Option<Duration> {
         if self.status != Status::Running {

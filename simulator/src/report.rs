@@ -105,6 +105,9 @@ pub struct LoadReport {
     pub bytes_per_node_s: f64,
     /// The same, by SWIM message kind.
     pub by_kind: BTreeMap<String, KindRate>,
+    /// Peer messages on streams (Raft, catalog replication, forwarded
+    /// writes), by kind, per running node per second.
+    pub streams_by_kind: BTreeMap<String, KindRate>,
     /// Totals.
     pub totals: BTreeMap<String, u64>,
 }
@@ -118,6 +121,25 @@ pub struct KindRate {
     pub bytes_per_node_s: f64,
 }
 
+/// The seed group's Raft and the catalog.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConsensusReport {
+    /// Terms that had a leader.
+    pub elections: usize,
+    /// Simulated seconds (sampled) without a seed leading with a majority.
+    pub leaderless_s: f64,
+    /// Highest commit index any seed reached.
+    pub committed_max: u64,
+    /// Workload writes submitted.
+    pub writes_submitted: u64,
+    /// Workload writes applied (committed and applied at the submitting agent).
+    pub writes_applied: u64,
+    /// Workload writes that failed (timeout, no quorum).
+    pub writes_failed: u64,
+    /// Submit → applied at the submitting agent.
+    pub commit_latency: Percentiles,
+}
+
 /// Every metric of a run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MetricsReport {
@@ -129,6 +151,8 @@ pub struct MetricsReport {
     pub dissemination: DisseminationReport,
     /// Load.
     pub load: LoadReport,
+    /// Raft and catalog.
+    pub consensus: ConsensusReport,
     /// Membership counters summed over the nodes running at the end.
     pub membership: BTreeMap<String, u64>,
 }
@@ -246,6 +270,19 @@ impl Report {
             "  load per node: {:.1} msg/s, {:.0} B/s",
             m.load.messages_per_node_s, m.load.bytes_per_node_s
         );
+        let c = &m.consensus;
+        let _ = writeln!(
+            text,
+            "  raft: {} elections, {:.0} s without a leader, commit index {}; writes {} submitted, {} applied, {} failed; commit latency p50 {:.0} / p99 {:.0} ms",
+            c.elections,
+            c.leaderless_s,
+            c.committed_max,
+            c.writes_submitted,
+            c.writes_applied,
+            c.writes_failed,
+            c.commit_latency.p50_ms,
+            c.commit_latency.p99_ms
+        );
         let _ = writeln!(text, "replay: {}", self.command);
         text
     }
@@ -352,6 +389,7 @@ pub(crate) fn build(
     totals.insert("lost".into(), metrics.lost);
     totals.insert("duplicated".into(), metrics.duplicated);
     totals.insert("dropped_at_dead_node".into(), metrics.dropped_at_dead);
+    totals.insert("stream_messages_cut".into(), metrics.streams_broken);
     let load = LoadReport {
         messages_per_node_s: metrics.messages as f64 / node_seconds,
         bytes_per_node_s: metrics.bytes as f64 / node_seconds,
@@ -360,7 +398,21 @@ pub(crate) fn build(
             .iter()
             .map(|(kind, count)| ((*kind).to_string(), rate(count)))
             .collect(),
+        streams_by_kind: metrics
+            .stream_by_kind
+            .iter()
+            .map(|(kind, count)| ((*kind).to_string(), rate(count)))
+            .collect(),
         totals,
+    };
+    let consensus = ConsensusReport {
+        elections: world.raft.elections(),
+        leaderless_s: world.raft.leaderless.as_secs_f64(),
+        committed_max: world.raft.committed_max,
+        writes_submitted: metrics.writes_submitted,
+        writes_applied: metrics.commit_latencies.len() as u64,
+        writes_failed: metrics.writes_failed,
+        commit_latency: Percentiles::of(&metrics.commit_latencies),
     };
     let membership = world
         .membership_totals()
@@ -382,6 +434,7 @@ pub(crate) fn build(
             false_down,
             dissemination,
             load,
+            consensus,
             membership,
         },
         events: world.applied.clone(),

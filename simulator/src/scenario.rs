@@ -48,6 +48,9 @@ pub struct Scenario {
     /// Faults and operations, in any order (they are sorted by time).
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
+    /// Client writes to the catalog.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
     /// Checks and their bounds.
     #[serde(default)]
     pub checks: ChecksSpec,
@@ -443,6 +446,25 @@ pub struct TimelineEntry {
     pub for_max: Option<Duration>,
 }
 
+/// Client writes: configuration entries set through random running agents
+/// (forwarded to the leader as the agent does), at a fixed rate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Writes per simulated second (0: none).
+    #[serde(default)]
+    pub writes_per_s: f64,
+    /// When writes begin. Default 5 s.
+    #[serde(default, with = "humantime_serde")]
+    pub start: Option<Duration>,
+    /// When writes end. Default: the end of the run minus the liveness bound.
+    #[serde(default, with = "humantime_serde")]
+    pub stop: Option<Duration>,
+    /// Distinct configuration keys written round-robin. Default 16.
+    #[serde(default)]
+    pub keys: Option<u32>,
+}
+
 /// Checks and bounds. Every bound is optional; a missing one disables the
 /// check it bounds (the metric is still reported).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -460,6 +482,11 @@ pub struct ChecksSpec {
     /// Bound on the p99 of "every running agent sees the crashed node down".
     #[serde(default, with = "humantime_serde")]
     pub detection_p99_max: Option<Duration>,
+    /// After the last fault, within `converge_within`: a seed leads with a
+    /// majority, and every running agent holds the same catalog (index and
+    /// hash chain). Default true when the cluster has seeds.
+    #[serde(default = "default_true")]
+    pub consensus: bool,
     /// Bound on the p99 of dissemination (first to last observer).
     #[serde(default, with = "humantime_serde")]
     pub dissemination_p99_max: Option<Duration>,
@@ -474,6 +501,7 @@ impl Default for ChecksSpec {
         Self {
             converge_within: default_converge_within(),
             false_down_max: None,
+            consensus: true,
             detection_p99_max: None,
             dissemination_p99_max: None,
         }
@@ -516,6 +544,11 @@ pub struct TestOnly {
     /// delivering to it. Detection and convergence checks must fail.
     #[serde(default)]
     pub zombie_crash: bool,
+    /// Peer messages (Raft, catalog) cross partitions although the checks
+    /// believe the sides are cut: a minority then appears to commit, and
+    /// `raft.minority_never_commits` must fail.
+    #[serde(default)]
+    pub leaky_streams: bool,
 }
 
 /// Changes from the command line, applied after parsing.
@@ -635,6 +668,11 @@ impl Scenario {
         ensure!(
             !self.sim.sample_period.is_zero(),
             "sim.sample_period must be positive"
+        );
+        ensure!(
+            self.workload.writes_per_s.is_finite()
+                && (0.0..=10_000.0).contains(&self.workload.writes_per_s),
+            "workload.writes_per_s must be in [0, 10000]"
         );
         let mut expanded = 0usize;
         for (i, entry) in self.timeline.iter().enumerate() {

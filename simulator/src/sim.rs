@@ -23,6 +23,7 @@ use crate::checks::{CheckKind, Checks};
 use crate::metrics::Metrics;
 use crate::network::{Cut, LinkQuality, Network, NodeSet};
 use crate::node::{NodeSpec, Output, SimNode, Status, addr_of, index_of};
+use crate::raft::{RaftViolation, RaftWatch, component_size};
 use crate::report::{AppliedAction, Band};
 use crate::rng::{SimRng, mix64, stream_seed};
 use crate::scenario::{Action, Scenario, TimelineEntry, parse_offset};
@@ -60,6 +61,8 @@ enum Ev {
     Action(usize),
     Undo(Undo),
     Sample,
+    /// The next workload write.
+    Write(u64),
 }
 
 #[derive(Debug)]
@@ -113,6 +116,12 @@ struct CheckIds {
     detection: Option<usize>,
     dissemination: Option<usize>,
     events_max: usize,
+    one_leader: usize,
+    committed_stable: usize,
+    prefix: usize,
+    minority: usize,
+    raft_leader: Option<usize>,
+    catalog_converged: Option<usize>,
 }
 
 /// The whole simulated world of one run.
@@ -146,6 +155,12 @@ pub(crate) struct World {
     /// Arrival time of the last message on each stream, to keep order.
     stream_last: BTreeMap<(u32, u32), Duration>,
     bootstrap_expect: usize,
+    pub(crate) raft: RaftWatch,
+    node_names: Vec<String>,
+    index_by_name: BTreeMap<String, usize>,
+    /// Workload writes in flight: request id → (submitted at, node).
+    writes_pending: BTreeMap<String, Duration>,
+    workload_rng: SimRng,
 }
 
 impl World {
@@ -191,6 +206,7 @@ impl World {
         let bootstrap_expect = scenario.cluster.bootstrap_expect.unwrap_or(n_seeds);
         let name_list: Vec<String> = nodes.iter().map(|node| node.spec.name.clone()).collect();
         let net = Network::new(&scenario.network, seed, &name_list, &regions)?;
+        let n_seeds = n_seeds;
         let plan = expand_timeline(&scenario.timeline);
         let last_fault_end = plan
             .iter()
@@ -242,6 +258,40 @@ impl World {
                 CheckKind::Safety,
                 "the run stays under the simulator's event limit",
             ),
+            one_leader: checks.add(
+                "raft.one_leader_per_term",
+                CheckKind::Safety,
+                "at most one Raft leader per term",
+            ),
+            committed_stable: checks.add(
+                "raft.committed_never_changes",
+                CheckKind::Safety,
+                "every catalog seen at an index has the same hash chain there, across nodes, crashes and restarts",
+            ),
+            prefix: checks.add(
+                "catalog.prefix_of_committed",
+                CheckKind::Safety,
+                "no agent's catalog is ahead of the highest index any seed committed",
+            ),
+            minority: checks.add(
+                "raft.minority_never_commits",
+                CheckKind::Safety,
+                "a seed's commit index grows only while it reaches a majority of its voters",
+            ),
+            raft_leader: (scenario.checks.consensus && n_seeds > 0).then(|| {
+                checks.add(
+                    "raft.leader",
+                    CheckKind::Liveness,
+                    "after the last fault, a seed reaching a majority leads and every running seed follows it, within checks.converge_within",
+                )
+            }),
+            catalog_converged: (scenario.checks.consensus && n_seeds > 0).then(|| {
+                checks.add(
+                    "catalog.converged",
+                    CheckKind::Liveness,
+                    "after the last fault, every running agent holds the leader's catalog (index and hash chain), within checks.converge_within",
+                )
+            }),
         };
         let partition_grace = config.suspect_timeout_max * 2 + config.probe_period;
         let world = Self {
@@ -271,6 +321,16 @@ impl World {
             auto_id: 0,
             stream_last: BTreeMap::new(),
             bootstrap_expect,
+            raft: RaftWatch::default(),
+            index_by_name: name_list
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, name)| (name, i))
+                .collect(),
+            node_names: name_list,
+            writes_pending: BTreeMap::new(),
+            workload_rng: SimRng::stream(seed, "workload"),
             seed,
             scenario,
         };
@@ -336,6 +396,14 @@ impl World {
             self.push(self.plan[i].at, Ev::Action(i));
         }
         self.push(self.scenario.sim.sample_period, Ev::Sample);
+        if self.scenario.workload.writes_per_s > 0.0 {
+            let start = self
+                .scenario
+                .workload
+                .start
+                .unwrap_or(Duration::from_secs(5));
+            self.push(start, Ev::Write(0));
+        }
         while let Some(Queued { at, event, .. }) = self.queue.pop() {
             if at > self.end {
                 break;
@@ -396,7 +464,9 @@ impl World {
                     hash_bytes(&bytes),
                 ]);
                 let (from, to) = (from as usize, to as usize);
-                let delivered = self.nodes[to].status.is_up() && !self.net.blocked(from, to);
+                let leaky = self.scenario.test_only.leaky_streams;
+                let delivered =
+                    self.nodes[to].status.is_up() && (leaky || !self.net.blocked(from, to));
                 if snapshot {
                     let mut out = std::mem::take(&mut self.out);
                     let to_id = self.names[to].clone();
@@ -431,6 +501,10 @@ impl World {
                 self.fold(&[now_ns, 5]);
                 self.undo(undo);
             }
+            Ev::Write(n) => {
+                self.fold(&[now_ns, 14, n]);
+                self.write(n);
+            }
             Ev::Sample => {
                 self.sample();
                 let next = self.now + self.scenario.sim.sample_period;
@@ -454,6 +528,7 @@ impl World {
             }
         }
         self.out = out;
+        self.watch_consensus(index);
         if self.metrics.wants_suspects()
             && let Some(core) = self.nodes[index].core()
         {
@@ -464,6 +539,84 @@ impl World {
             }
         }
         self.reschedule(index);
+    }
+
+    /// Consensus safety checks and workload completions after an input.
+    fn watch_consensus(&mut self, index: usize) {
+        for completion in std::mem::take(&mut self.nodes[index].completions) {
+            if let shoal_agent::core::Completion::Submitted {
+                request_id,
+                outcome,
+            } = completion
+                && let Some(submitted) = self.writes_pending.remove(request_id.as_str())
+            {
+                match outcome {
+                    shoal_agent::core::messages::SubmitOutcome::Applied { .. } => {
+                        self.metrics.commit_latencies.push(self.now - submitted)
+                    }
+                    _ => self.metrics.writes_failed += 1,
+                }
+            }
+        }
+        let Some(core) = self.nodes[index].core() else {
+            return;
+        };
+        let index_by_name = &self.index_by_name;
+        let lookup = |name: &str| index_by_name.get(name).copied();
+        let violations = self
+            .raft
+            .observe(index, core, &self.net, &self.node_names, &lookup);
+        let now = self.now;
+        for violation in violations {
+            let (check, detail) = match violation {
+                RaftViolation::TwoLeaders(detail) => (self.ids.one_leader, detail),
+                RaftViolation::Diverged(detail) => (self.ids.committed_stable, detail),
+                RaftViolation::AheadOfCommit(detail) => (self.ids.prefix, detail),
+                RaftViolation::MinorityCommit(detail) => (self.ids.minority, detail),
+            };
+            self.checks.violate(check, now, || detail);
+        }
+    }
+
+    /// Submits workload write `n` through a random running agent.
+    fn write(&mut self, n: u64) {
+        let workload = &self.scenario.workload;
+        let stop = workload.stop.unwrap_or(
+            self.liveness_from.max(
+                self.end
+                    .saturating_sub(self.scenario.checks.converge_within),
+            ),
+        );
+        if self.now >= stop {
+            return;
+        }
+        let period = Duration::from_secs_f64(1.0 / workload.writes_per_s);
+        let keys = u64::from(workload.keys.unwrap_or(16).max(1));
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].status == Status::Running)
+            .collect();
+        let next = self.now + period;
+        self.push(next, Ev::Write(n + 1));
+        if running.is_empty() {
+            return;
+        }
+        let node = running[self.workload_rng.below(running.len() as u64) as usize];
+        let request_id = format!("w{n}");
+        let command = shoal_consensus::Command {
+            request_id: shoal_consensus::RequestId::new(request_id.clone()).expect("valid id"),
+            actor: shoal_consensus::Actor("sim:workload".into()),
+            time_unix_ms: 0,
+            op: shoal_consensus::Op::SetConfig {
+                key: format!("k{}", n % keys),
+                value: n.to_string(),
+                expected_version: None,
+            },
+        };
+        self.metrics.writes_submitted += 1;
+        self.writes_pending.insert(request_id, self.now);
+        let mut out = std::mem::take(&mut self.out);
+        self.nodes[node].submit(self.now, command, &mut out);
+        self.after_input(node, out);
     }
 
     fn reschedule(&mut self, index: usize) {
@@ -560,12 +713,18 @@ impl World {
         if to >= self.nodes.len() {
             return;
         }
+        let leaky = self.scenario.test_only.leaky_streams;
         let mut arrivals = std::mem::take(&mut self.arrivals);
         let mut at = None;
         // Retransmit until a copy gets through (bounded: a link with 100% loss
         // behaves as cut).
         for attempt in 0..8u32 {
-            self.net.transit(from, to, self.now, &mut arrivals);
+            if leaky {
+                self.net
+                    .transit_ignoring_cuts(from, to, self.now, &mut arrivals);
+            } else {
+                self.net.transit(from, to, self.now, &mut arrivals);
+            }
             if let Some(first) = arrivals.first() {
                 at = Some(*first + STREAM_RETRANSMIT * attempt);
                 break;
@@ -712,6 +871,7 @@ impl World {
         let up = self.up_nodes();
         self.metrics.started(index, generation, boot, self.now, &up);
         self.metrics.suspicions_seen[index] = 0;
+        self.raft.restarted(index);
         let mut out = std::mem::take(&mut self.out);
         let seeds = std::mem::take(&mut self.seeds);
         let expect = self.bootstrap_expect;
@@ -1165,27 +1325,128 @@ impl World {
         }
         let nodes_up = self.nodes.iter().filter(|node| node.status.is_up()).count();
         let period = self.scenario.sim.sample_period;
-        self.metrics
-            .sample(self.now, period, running, nodes_up, views);
-        let id = self.ids.converged;
-        if self.now >= self.liveness_from && !self.checks.has_held(id) && !self.checks.is_failed(id)
-        {
-            match self.converged() {
-                Ok(()) => self.checks.held(id, self.now),
-                Err(detail) => {
-                    let deadline = self.liveness_from + self.scenario.checks.converge_within;
-                    if self.now >= deadline {
-                        let now = self.now;
-                        self.checks.violate(id, now, || {
-                            format!(
-                                "not converged {} after the last fault: {detail}",
-                                humantime::format_duration(now - self.liveness_from)
-                            )
-                        });
-                    }
+        let leader = self.effective_leader();
+        let term = self
+            .nodes
+            .iter()
+            .filter(|node| node.status == Status::Running)
+            .filter_map(|node| node.core()?.raft().map(|raft| raft.term().0))
+            .max()
+            .unwrap_or(0);
+        let catalog_index = leader
+            .and_then(|l| self.nodes[l].core())
+            .map_or(0, |core| core.catalog().applied_index().0);
+        if leader.is_none() && self.bootstrap_expect > 0 {
+            self.raft.leaderless += period;
+        }
+        self.metrics.sample(
+            self.now,
+            period,
+            running,
+            nodes_up,
+            views,
+            (term, leader.is_some(), catalog_index),
+        );
+        if self.now >= self.liveness_from {
+            let id = self.ids.converged;
+            if !self.checks.has_held(id) && !self.checks.is_failed(id) {
+                let result = self.converged();
+                self.liveness(id, result);
+            }
+            for (id, result) in [
+                (self.ids.raft_leader, self.leader_settled()),
+                (self.ids.catalog_converged, self.catalog_converged()),
+            ] {
+                let Some(id) = id else { continue };
+                self.liveness(id, result);
+            }
+        }
+    }
+
+    /// Records a liveness observation: held, or failed past the deadline.
+    fn liveness(&mut self, id: usize, result: Result<(), String>) {
+        if self.checks.has_held(id) || self.checks.is_failed(id) {
+            return;
+        }
+        match result {
+            Ok(()) => self.checks.held(id, self.now),
+            Err(detail) => {
+                let deadline = self.liveness_from + self.scenario.checks.converge_within;
+                if self.now >= deadline {
+                    let now = self.now;
+                    let since = humantime::format_duration(now - self.liveness_from);
+                    self.checks.violate(id, now, || {
+                        format!("not yet {since} after the last fault: {detail}")
+                    });
                 }
             }
         }
+    }
+
+    /// The running seed that leads while reaching a majority of its voters.
+    fn effective_leader(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| {
+            let node = &self.nodes[*i];
+            node.status == Status::Running
+                && node
+                    .core()
+                    .and_then(|core| core.raft())
+                    .is_some_and(|raft| {
+                        let voters: Vec<usize> = raft
+                            .voters()
+                            .iter()
+                            .filter_map(|voter| self.index_by_name.get(voter.as_str()).copied())
+                            .collect();
+                        raft.role() == shoal_consensus::Role::Leader
+                            && component_size(*i, &voters, &self.net) * 2 > voters.len()
+                    })
+        })
+    }
+
+    /// A leader reaching a majority, followed by every running seed.
+    fn leader_settled(&self) -> Result<(), String> {
+        let leader = self
+            .effective_leader()
+            .ok_or("no seed leads with a majority")?;
+        let leader_id = self.nodes[leader].spec.node_id.as_str();
+        for node in &self.nodes {
+            if node.status != Status::Running || node.spec.role != Role::Seed {
+                continue;
+            }
+            let Some(raft) = node.core().and_then(|core| core.raft()) else {
+                return Err(format!("{} runs no Raft node", node.spec.name));
+            };
+            if raft.leader().as_ref().map(|l| l.as_str()) != Some(leader_id) {
+                return Err(format!(
+                    "{} follows {:?}, not {leader_id}",
+                    node.spec.name,
+                    raft.leader().map(|l| l.to_string())
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every running agent holds the leader's catalog.
+    fn catalog_converged(&self) -> Result<(), String> {
+        let leader = self.effective_leader().ok_or("no leader")?;
+        let catalog = self.nodes[leader].core().expect("running").catalog();
+        let (index, hash) = (catalog.applied_index(), catalog.chain_hash());
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.status != Status::Running || self.zombies.contains(i) {
+                continue;
+            }
+            let theirs = node.core().expect("running").catalog();
+            if theirs.applied_index() != index || theirs.chain_hash() != hash {
+                return Err(format!(
+                    "{} holds catalog index {}, the leader {}",
+                    node.spec.name,
+                    theirs.applied_index().0,
+                    index.0
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether every running agent holds the one true view; the error says

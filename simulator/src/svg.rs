@@ -69,6 +69,26 @@ pub(crate) fn timeline(report: &Report) -> String {
             }],
         },
         Panel {
+            title: "Raft: highest term (line), leader with a majority (band at 1 = yes), catalog index / 10",
+            series: vec![
+                Series {
+                    name: "term",
+                    color: "#ff7f0e",
+                    value: |s| s.raft_term as f64,
+                },
+                Series {
+                    name: "leader",
+                    color: "#17becf",
+                    value: |s| f64::from(u8::from(s.raft_leader)),
+                },
+                Series {
+                    name: "catalog/10",
+                    color: "#8c564b",
+                    value: |s| s.catalog_index as f64 / 10.0,
+                },
+            ],
+        },
+        Panel {
             title: "false down verdicts (cumulative)",
             series: vec![Series {
                 name: "false downs",
