@@ -1050,7 +1050,7 @@ impl Prober {
         let chain = connection
             .peer_identity()
             .ok_or_else(|| anyhow!("{addr} presented no certificate"))?
-            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .downcast::<Vec<quinn::rustls::pki_types::CertificateDer<'static>>>()
             .map_err(|_| anyhow!("unexpected peer identity type"))?;
         let leaf = chain
             .first()
