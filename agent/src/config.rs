@@ -117,6 +117,8 @@ struct RawMembership {
     seed_announce_period: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     remove_down_after: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    push_pull_period: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +282,7 @@ fn membership_config(cluster_name: &str, raw: RawMembership) -> Result<Membershi
     set(&mut config.announce_down_period, raw.announce_down_period);
     set(&mut config.seed_announce_period, raw.seed_announce_period);
     set(&mut config.remove_down_after, raw.remove_down_after);
+    set(&mut config.push_pull_period, raw.push_pull_period);
     if let Some(value) = raw.confirmations_expected {
         config.confirmations_expected = value;
     }

@@ -167,8 +167,9 @@ impl Metrics {
                     .set(age.as_secs_f64());
             }
         });
-        let anti_entropy_bytes = core.stats().telemetry_bytes;
-        metrics::counter!("shoal_telemetry_anti_entropy_bytes_total").absolute(anti_entropy_bytes);
+        metrics::counter!("shoal_membership_stream_bytes_total")
+            .absolute(core.stats().membership_stream_bytes);
+        metrics::counter!("shoal_swim_push_pulls_total").absolute(stats.push_pulls);
         metrics::gauge!("shoal_alerts_active").set(core.alerts().len() as f64);
         for rule in shoal_membership::alerts::AlertRule::ALL {
             let firing = core

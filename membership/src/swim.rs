@@ -99,6 +99,11 @@ pub struct MembershipConfig {
     /// Largest datagram, envelope included. Default 1150 bytes: below the
     /// smallest datagram QUIC guarantees before MTU discovery.
     pub packet_bytes_max: usize,
+    /// How often this node exchanges its whole member table with a random
+    /// member over a stream (push-pull), and with a seed when it joins.
+    /// Default 30 s. This is how a joining or restarted node learns every
+    /// member at once, and how views converge after a partition.
+    pub push_pull_period: Duration,
     /// Telemetry dissemination: rates and sizes (see [`TelemetryConfig`]).
     pub telemetry: TelemetryConfig,
 }
@@ -125,6 +130,7 @@ impl MembershipConfig {
             seed_announce_period: Duration::from_secs(10),
             remove_down_after: Duration::from_secs(3600),
             packet_bytes_max: 1150,
+            push_pull_period: Duration::from_secs(30),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -186,6 +192,7 @@ impl MembershipConfig {
             ("announce_down_period", self.announce_down_period),
             ("seed_announce_period", self.seed_announce_period),
             ("remove_down_after", self.remove_down_after),
+            ("push_pull_period", self.push_pull_period),
         ] {
             if period.is_zero() {
                 return bad(field, "must be positive".into());
@@ -340,6 +347,10 @@ pub struct Stats {
     pub timers_late: u64,
     /// Times another member said this node was suspect.
     pub self_suspected: u64,
+    /// Member-table push-pull exchanges merged (pushes and answers).
+    pub push_pulls: u64,
+    /// Stream messages that did not decode.
+    pub streams_dropped: u64,
 }
 
 /// A member's claim that its probe of `target` failed: the Lifeguard
@@ -555,6 +566,7 @@ enum CoreTimer {
     SeedAnnounce,
     Prune,
     Telemetry,
+    PushPull,
 }
 
 /// The membership core of one node. See the module docs.
@@ -580,12 +592,14 @@ pub struct Membership {
     streams: VecDeque<StreamOut>,
     /// For choices of our own (anti-entropy peers); foca has its own.
     rng: ChaCha8Rng,
+    /// Whether [`Membership::leave`] was called.
+    left: bool,
     stats: Stats,
     now: Duration,
 }
 
-/// A telemetry anti-entropy message for the driver to send on a stream to
-/// `node_id`, which hands it to its [`Membership::handle_telemetry_stream`].
+/// A membership-layer message for the driver to send on a stream to
+/// `node_id`, which hands it to its [`Membership::handle_stream`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamOut {
     /// The receiver.
@@ -596,9 +610,18 @@ pub struct StreamOut {
     pub payload: Vec<u8>,
 }
 
-/// Most anti-entropy messages queued for the driver; more are dropped (the
-/// next round repairs).
+/// Most stream messages queued for the driver; more are dropped (the next
+/// round repairs).
 pub const STREAMS_QUEUED_MAX: usize = 64;
+/// Most members accepted in one push-pull exchange.
+pub const PUSH_PULL_MEMBERS_MAX: usize = 20_000;
+
+/// First byte of a stream message: a telemetry anti-entropy message.
+const STREAM_TELEMETRY: u8 = 1;
+/// First byte of a stream message: "here is my member table; send yours".
+const STREAM_MEMBERS_PUSH: u8 = 2;
+/// First byte of a stream message: the answer to a push.
+const STREAM_MEMBERS_PULL: u8 = 3;
 
 impl std::fmt::Debug for Membership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -671,12 +694,14 @@ impl Membership {
             events: VecDeque::new(),
             streams: VecDeque::new(),
             rng: ChaCha8Rng::seed_from_u64(rng_seed ^ 0x7E1E_3E7B),
+            left: false,
             stats: Stats::default(),
             now,
         };
         core.schedule(now + core.config.probe_period, CoreTimer::SeedAnnounce);
         core.schedule(now + core.config.suspect_timeout_max, CoreTimer::Prune);
         core.schedule(now, CoreTimer::Telemetry);
+        core.schedule(now + core.config.push_pull_period, CoreTimer::PushPull);
         Ok(core)
     }
 
@@ -714,7 +739,8 @@ impl Membership {
             return;
         }
         self.seeds.insert(node_id.clone(), addr);
-        self.announce_to(node_id, addr);
+        self.announce_to(node_id.clone(), addr);
+        self.push_members(node_id, addr);
     }
 
     /// Handles one received datagram. `from` is the sender as authenticated
@@ -815,6 +841,7 @@ impl Membership {
     /// Send the resulting transmits before stopping.
     pub fn leave(&mut self, now: Duration) {
         self.advance(now);
+        self.left = true;
         if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!(%error, "leave_cluster");
         }
@@ -870,6 +897,9 @@ impl Membership {
     fn fire(&mut self, now: Duration, timer: CoreTimer) {
         match timer {
             CoreTimer::Foca(timer) => {
+                if matches!(timer, Timer::ChangeSuspectToDown { .. }) {
+                    self.stats.suspicions_expired += 1;
+                }
                 if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                     tracing::debug!(%error, "foca timer");
                 }
@@ -924,7 +954,63 @@ impl Membership {
                     CoreTimer::Telemetry,
                 );
             }
+            CoreTimer::PushPull => {
+                let peers: Vec<(NodeId, SocketAddr)> = self
+                    .foca
+                    .iter_members()
+                    .map(|member| (member.id().node_id.clone(), member.id().addr))
+                    .collect();
+                if !peers.is_empty() {
+                    let (node_id, addr) = peers[self.rng.random_range(0..peers.len())].clone();
+                    self.push_members(node_id, addr);
+                }
+                self.schedule(now + self.config.push_pull_period, CoreTimer::PushPull);
+            }
         }
+    }
+
+    /// This node's member table (itself included), as a stream message of
+    /// `kind`.
+    fn members_message(&self, kind: u8) -> Vec<u8> {
+        let mut table: Vec<foca::Member<Identity>> =
+            self.foca.iter_membership_state().cloned().collect();
+        table.push(foca::Member::new(self.identity().clone(), 0, State::Alive));
+        let mut payload = vec![kind];
+        rmp_serde::encode::write(&mut payload, &table).expect("members always encode");
+        payload
+    }
+
+    /// Sends this node's member table to `node_id`, which answers with its own.
+    fn push_members(&mut self, node_id: NodeId, addr: SocketAddr) {
+        let payload = self.members_message(STREAM_MEMBERS_PUSH);
+        self.queue_stream(StreamOut {
+            node_id,
+            addr,
+            payload,
+        });
+    }
+
+    /// Merges a member table received by push-pull, without gossiping it
+    /// (the sender's knowledge is not news to spread).
+    fn merge_members(&mut self, now: Duration, body: &[u8]) -> bool {
+        let Ok(table) = rmp_serde::from_slice::<Vec<foca::Member<Identity>>>(body) else {
+            return false;
+        };
+        if table.len() > PUSH_PULL_MEMBERS_MAX
+            || table
+                .iter()
+                .any(|member| member.id().meta.validate().is_err())
+        {
+            return false;
+        }
+        // Our own row, as others see it, is for foca to refute, not to adopt.
+        let me = self.identity().node_id.clone();
+        let updates = table.into_iter().filter(|member| member.id().node_id != me);
+        if let Err(error) = self.foca.apply_many(updates, false, &mut self.runtime) {
+            tracing::debug!(%error, "push-pull merge");
+        }
+        self.drain_runtime(now);
+        true
     }
 
     /// Hands a telemetry delta to foca and pushes it out at once (rather than
@@ -953,11 +1039,15 @@ impl Membership {
         }
         let (node_id, addr) = peers[self.rng.random_range(0..peers.len())].clone();
         match self.with_telemetry_mut(|store| store.start_anti_entropy(now)) {
-            Ok(payload) => self.queue_stream(StreamOut {
-                node_id,
-                addr,
-                payload,
-            }),
+            Ok(request) => {
+                let mut payload = vec![STREAM_TELEMETRY];
+                payload.extend_from_slice(&request);
+                self.queue_stream(StreamOut {
+                    node_id,
+                    addr,
+                    payload,
+                })
+            }
             Err(error) => tracing::debug!(%error, "anti-entropy request"),
         }
     }
@@ -968,13 +1058,44 @@ impl Membership {
         }
     }
 
-    /// A telemetry anti-entropy message arrived on a stream from `from` (as
-    /// authenticated by TLS). Malformed messages are counted and change
-    /// nothing; a reply, if any, comes out of [`Membership::poll_stream`].
-    pub fn handle_telemetry_stream(&mut self, now: Duration, from: &NodeId, bytes: &[u8]) {
+    /// A stream message of the membership layer (telemetry anti-entropy or a
+    /// member-table push-pull) arrived from `from` (as authenticated by TLS).
+    /// Malformed messages are counted and change nothing; a reply, if any,
+    /// comes out of [`Membership::poll_stream`].
+    pub fn handle_stream(&mut self, now: Duration, from: &NodeId, bytes: &[u8]) {
         self.advance(now);
-        let reply = self.with_telemetry_mut(|store| store.handle_anti_entropy(now, bytes));
-        let Ok(Some(payload)) = reply else { return };
+        let Some((&kind, body)) = bytes.split_first() else {
+            self.stats.streams_dropped += 1;
+            return;
+        };
+        let reply = match kind {
+            STREAM_TELEMETRY => {
+                match self.with_telemetry_mut(|store| store.handle_anti_entropy(now, body)) {
+                    Ok(reply) => reply.map(|reply| {
+                        let mut payload = vec![STREAM_TELEMETRY];
+                        payload.extend_from_slice(&reply);
+                        payload
+                    }),
+                    Err(_) => {
+                        self.stats.streams_dropped += 1;
+                        None
+                    }
+                }
+            }
+            STREAM_MEMBERS_PUSH | STREAM_MEMBERS_PULL => {
+                if !self.merge_members(now, body) {
+                    self.stats.streams_dropped += 1;
+                    return;
+                }
+                self.stats.push_pulls += 1;
+                (kind == STREAM_MEMBERS_PUSH).then(|| self.members_message(STREAM_MEMBERS_PULL))
+            }
+            _ => {
+                self.stats.streams_dropped += 1;
+                None
+            }
+        };
+        let Some(payload) = reply else { return };
         let addr = self
             .foca
             .iter_membership_state()
@@ -1232,6 +1353,8 @@ impl Membership {
             OwnedNotification::Rename(old, new) => Event::Renamed { old, new },
             OwnedNotification::Active => Event::Active,
             OwnedNotification::Idle => Event::Idle,
+            // After leaving, being out of the cluster is the point, not news.
+            OwnedNotification::Defunct if self.left => return,
             OwnedNotification::Defunct => Event::Defunct,
             OwnedNotification::Rejoin(identity) => {
                 self.inbox.lock().self_suspected_incarnation = None;

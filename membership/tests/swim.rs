@@ -136,9 +136,7 @@ impl Net {
                     && let Some(core) = self.nodes.get_mut(&to)
                 {
                     match payload.strip_prefix(b"STREAM") {
-                        Some(stream) => {
-                            core.handle_telemetry_stream(self.now, &sender.unwrap(), stream)
-                        }
+                        Some(stream) => core.handle_stream(self.now, &sender.unwrap(), stream),
                         None => core.handle_datagram(self.now, None, &payload),
                     }
                     self.flush(to);
@@ -471,4 +469,28 @@ fn telemetry_reaches_every_node_and_a_removed_node_is_forgotten() {
     );
     net.run_until(net.now + Duration::from_secs(30));
     assert!(gone(&net), "a removed record came back");
+}
+
+#[test]
+fn a_restarted_node_learns_every_member_at_once_by_push_pull() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(24, &config, 41);
+    assert!(net.run_until_true(Duration::from_secs(30), |net| {
+        (0..24).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    net.down.insert(addr(20));
+    net.run_until(net.now + Duration::from_millis(500));
+    net.start(20, 2, &config, 77);
+    // One round trip to a seed brings the whole table, not one packet's worth.
+    let restarted = net.now;
+    assert!(
+        net.run_until_true(Duration::from_secs(2), |net| {
+            let view = net.view(addr(20));
+            view.len() == 24 && view.values().all(|(state, _)| *state == MemberState::Alive)
+        }),
+        "view of the restarted node: {:?}",
+        net.view(addr(20))
+    );
+    assert!(net.now - restarted <= Duration::from_secs(2));
+    assert!(net.nodes[&addr(20)].stats().push_pulls >= 1);
 }

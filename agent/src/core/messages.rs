@@ -78,8 +78,9 @@ pub enum PeerMessage {
         /// The leader as the seed knows it.
         leader: Option<NodeId>,
     },
-    /// A telemetry anti-entropy message (digest, records, tombstones).
-    Telemetry(Vec<u8>),
+    /// A message of the membership layer: telemetry anti-entropy, or a
+    /// member-table push-pull (see `Membership::handle_stream`).
+    Membership(Vec<u8>),
     /// The whole catalog, for a copy too far behind for entries.
     CatalogSnapshot {
         /// `Catalog::encode` bytes.
@@ -157,7 +158,7 @@ impl PeerMessage {
             PeerMessage::CatalogPull { .. } => "catalog_pull",
             PeerMessage::CatalogEntries { .. } => "catalog_entries",
             PeerMessage::CatalogSnapshot { .. } => "catalog_snapshot",
-            PeerMessage::Telemetry(_) => "telemetry",
+            PeerMessage::Membership(_) => "membership",
         }
     }
 }

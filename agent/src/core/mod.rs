@@ -177,8 +177,9 @@ pub struct CoreStats {
     pub leader_changes: u64,
     /// Catalog snapshots received by this agent's copy.
     pub catalog_snapshots: u64,
-    /// Bytes of telemetry anti-entropy messages sent and received.
-    pub telemetry_bytes: u64,
+    /// Bytes of membership-layer stream messages (telemetry anti-entropy,
+    /// push-pull) sent and received.
+    pub membership_stream_bytes: u64,
 }
 
 /// Status of the seed group as this agent sees it (`shoal seeds`).
@@ -243,7 +244,7 @@ pub struct NodeCore<S: LogStore> {
     leader_heard_at: Option<Duration>,
     next_tick_at: Duration,
     rng: ChaCha8Rng,
-        submissions: BTreeMap<RequestId, Submission>,
+    submissions: BTreeMap<RequestId, Submission>,
     proposed_for: BTreeMap<RequestId, Origin>,
     /// Writes waiting for the next [`NodeCore::flush`] to be proposed in one
     /// Raft batch (one fsync for all of them).
@@ -324,7 +325,7 @@ impl<S: LogStore> NodeCore<S> {
             leader_hint: None,
             leader_heard_at: None,
             rng,
-                        submissions: BTreeMap::new(),
+            submissions: BTreeMap::new(),
             proposed_for: BTreeMap::new(),
             proposal_queue: Vec::new(),
             reads: BTreeMap::new(),
@@ -459,7 +460,7 @@ impl<S: LogStore> NodeCore<S> {
         // Ticks are not caught up one by one after a stall: Raft time is
         // "ticks delivered", and a burst of ticks would only start a needless
         // election.
-                self.next_tick_at = now + self.config.raft_tick;
+        self.next_tick_at = now + self.config.raft_tick;
         self.flush(now);
         if let Some(raft) = &mut self.raft {
             if let Err(error) = raft.tick() {
@@ -534,7 +535,7 @@ impl<S: LogStore> NodeCore<S> {
 
     // ----- client requests -----
 
-        /// Submits a write; its end arrives as [`Completion::Submitted`]. The
+    /// Submits a write; its end arrives as [`Completion::Submitted`]. The
     /// command's request id makes retries safe: it applies at most once. On
     /// the leader the write is proposed at the next [`NodeCore::flush`].
     pub fn submit(&mut self, now: Duration, command: Command) {
@@ -609,7 +610,7 @@ impl<S: LogStore> NodeCore<S> {
         id
     }
 
-        /// Proposes every write queued since the last flush as one Raft batch
+    /// Proposes every write queued since the last flush as one Raft batch
     /// (persisted with one sync). The driver calls it after each batch of
     /// inputs; every timer tick calls it too.
     pub fn flush(&mut self, now: Duration) {
@@ -639,15 +640,21 @@ impl<S: LogStore> NodeCore<S> {
             self.proposed_for.remove(&request_id);
             let outcome = match error {
                 shoal_consensus::Error::NotLeader { leader } => SubmitOutcome::NotLeader { leader },
-                error => SubmitOutcome::Failed { reason: error.to_string() },
+                error => SubmitOutcome::Failed {
+                    reason: error.to_string(),
+                },
             };
             match origin {
                 // Not the leader any more: the submission retries elsewhere.
                 Origin::Local if matches!(outcome, SubmitOutcome::NotLeader { .. }) => {}
                 Origin::Local => self.complete(request_id, outcome),
-                Origin::Remote(node) => {
-                    self.send(&node, PeerMessage::SubmitResult { request_id, outcome })
-                }
+                Origin::Remote(node) => self.send(
+                    &node,
+                    PeerMessage::SubmitResult {
+                        request_id,
+                        outcome,
+                    },
+                ),
             }
         }
         self.after_raft();
@@ -723,15 +730,16 @@ impl<S: LogStore> NodeCore<S> {
         request_id: &RequestId,
         origin: Origin,
     ) -> Option<SubmitOutcome> {
-                match kind {
+        match kind {
             SubmissionKind::Write(command) => {
                 // Proposed at the next flush, with every other write that
                 // arrived meanwhile: one Raft batch, one fsync.
                 self.proposed_for.insert(request_id.clone(), origin.clone());
-                self.proposal_queue.push((request_id.clone(), command.clone(), origin));
+                self.proposal_queue
+                    .push((request_id.clone(), command.clone(), origin));
                 None
             }
-                        SubmissionKind::Seeds(change) => {
+            SubmissionKind::Seeds(change) => {
                 let raft = self.raft.as_mut().expect("only a leader leads");
                 let result = match change {
                     SeedChange::Membership(changes) => raft.propose_conf_change(changes),
@@ -1004,11 +1012,10 @@ impl<S: LogStore> NodeCore<S> {
             PeerMessage::CatalogSnapshot { catalog, leader } => {
                 self.handle_snapshot(now, &from, &catalog, leader)
             }
-            PeerMessage::Telemetry(bytes) => {
-                self.stats.telemetry_bytes += bytes.len() as u64;
+            PeerMessage::Membership(bytes) => {
+                self.stats.membership_stream_bytes += bytes.len() as u64;
                 if let Ok(sender) = NodeId::new(from.as_str()) {
-                    self.membership
-                        .handle_telemetry_stream(now, &sender, &bytes);
+                    self.membership.handle_stream(now, &sender, &bytes);
                 }
             }
         }
@@ -1024,7 +1031,7 @@ impl<S: LogStore> NodeCore<S> {
                 return;
             }
         }
-                let raft = self.raft.as_mut().expect("created above");
+        let raft = self.raft.as_mut().expect("created above");
         raft.begin_batch();
         for bytes in batch {
             match shoal_consensus::decode_message(&bytes) {
@@ -1036,7 +1043,7 @@ impl<S: LogStore> NodeCore<S> {
                         tracing::debug!(%error, %from, "raft step");
                     }
                 }
-                                Err(_) => self.stats.messages_dropped += 1,
+                Err(_) => self.stats.messages_dropped += 1,
             }
         }
         if let Err(error) = raft.end_batch() {
@@ -1519,8 +1526,8 @@ impl<S: LogStore> NodeCore<S> {
             let Ok(to) = catalog_id(&stream.node_id) else {
                 continue;
             };
-            self.stats.telemetry_bytes += stream.payload.len() as u64;
-            let message = PeerMessage::Telemetry(stream.payload);
+            self.stats.membership_stream_bytes += stream.payload.len() as u64;
+            let message = PeerMessage::Membership(stream.payload);
             *self.stats.messages_out.entry(message.kind()).or_default() += 1;
             self.outbox.push_back(Outgoing {
                 to,
