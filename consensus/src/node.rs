@@ -779,7 +779,7 @@ impl<S: LogStore> RaftNode<S> {
         let committed = ready.take_committed_entries();
         self.apply_entries(committed)?;
 
-                // 5. Advance. The new commit index is written but not synced: it goes
+        // 5. Advance. The new commit index is written but not synced: it goes
         //    to disk with the next sync. A commit index lost in a crash is
         //    learned again from the leader, and the entries it covers are
         //    already durable on a quorum, so applying before that sync is safe

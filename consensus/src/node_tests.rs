@@ -457,7 +457,10 @@ fn a_batch_of_proposals_is_held_until_the_batch_ends_then_commits() {
     let node = cluster.node_mut(&leader);
     node.begin_batch();
     let indexes: Vec<CatalogIndex> = (0..20)
-        .map(|i| node.propose(&set_config(&format!("b{i}"), &format!("k{i}"), "v")).unwrap())
+        .map(|i| {
+            node.propose(&set_config(&format!("b{i}"), &format!("k{i}"), "v"))
+                .unwrap()
+        })
         .collect();
     // Nothing leaves the node before the batch ends.
     assert!(node.drain_outputs().is_empty());
