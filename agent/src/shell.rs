@@ -368,6 +368,7 @@ async fn resolve_seed(
     found: mpsc::Sender<(NodeId, std::net::SocketAddr)>,
 ) {
     let mut backoff = Duration::from_millis(200);
+    let mut failures = 0u64;
     loop {
         match transport.dial(addr).await {
             Ok((_connection, node_id)) => {
@@ -376,7 +377,14 @@ async fn resolve_seed(
                 return;
             }
             Err(error) => {
-                tracing::debug!(%addr, error = format!("{error:#}"), "seed not reachable yet");
+                failures += 1;
+                // A seed that is still starting is normal; one that keeps
+                // refusing us (another CA, a wrong address) is for the operator.
+                if failures == 3 || failures.is_multiple_of(30) {
+                    tracing::warn!(%addr, failures, error = format!("{error:#}"), "cannot reach seed");
+                } else {
+                    tracing::debug!(%addr, error = format!("{error:#}"), "seed not reachable yet");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(SEED_RETRY_MAX);
             }

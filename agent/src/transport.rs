@@ -34,9 +34,6 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for a handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest datagram accepted from a peer, in bytes; larger ones are refused
-/// by QUIC itself.
-pub const DATAGRAM_BYTES_MAX: usize = 1_452;
 
 /// Largest peer message read from a stream, in bytes.
 pub const STREAM_BYTES_MAX: usize = crate::core::messages::PEER_MESSAGE_BYTES_MAX;
@@ -291,6 +288,14 @@ impl Transport {
     /// Dials `addr`, checks the certificate, and returns the connection and
     /// the node id it names.
     pub async fn dial(&self, addr: SocketAddr) -> Result<(quinn::Connection, NodeId)> {
+        let result = self.dial_once(addr).await;
+        if result.is_err() {
+            self.count(|stats| stats.handshakes_failed += 1);
+        }
+        result
+    }
+
+    async fn dial_once(&self, addr: SocketAddr) -> Result<(quinn::Connection, NodeId)> {
         // The server name is not used for verification (see tls.rs).
         let connecting = self
             .inner
@@ -373,10 +378,7 @@ impl Transport {
             Err(error) => {
                 drop(slots);
                 tracing::debug!(%addr, error = format!("{error:#}"), "dial failed");
-                self.count(|stats| {
-                    stats.handshakes_failed += 1;
-                    stats.datagrams_unsent += pending.len() as u64;
-                });
+                self.count(|stats| stats.datagrams_unsent += pending.len() as u64);
             }
         }
     }
