@@ -130,7 +130,12 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::info_span!("agent", node = %identity.node_id, generation = generation.0).entered();
     let started = Instant::now();
     let now = || started.elapsed();
-    let storage = SledStorage::open(store.db().clone()).context("open the raft log in data_dir")?;
+    let storage = SledStorage::open(
+        store.db().clone(),
+        &config.data_dir.join(crate::store::SLED_DIR),
+        &config.data_dir.join("raft-snapshots"),
+    )
+    .context("open the raft log in data_dir")?;
     let mut core_config = NodeCoreConfig::new(
         identity.clone(),
         config.membership.clone(),

@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use shoal_membership::Generation;
 
 const GENERATION_KEY: &[u8] = b"generation";
+/// The sled directory inside the data dir.
+pub const SLED_DIR: &str = "db";
 
 /// The agent's sled database.
 #[derive(Clone, Debug)]
@@ -22,7 +24,7 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("data_dir: create {}", data_dir.display()))?;
-        let path = data_dir.join("db");
+        let path = data_dir.join(SLED_DIR);
         let db = sled::Config::new().path(&path).open().with_context(|| {
             format!(
                 "data_dir: open {} (is another agent using it?)",

@@ -36,7 +36,7 @@
 //! # fn main() -> Result<(), shoal_consensus::Error> {
 //! let me = NodeId::new("db-01")?;
 //! // Once, when the seed set is fixed: every seed writes the same genesis state.
-//! // (The agent uses `SledStorage::open(db)?` instead of `MemStorage`.)
+//! // (The agent uses `SledStorage::open(db, sled_dir, snapshot_dir)?` instead.)
 //! let mut storage = MemStorage::new();
 //! bootstrap(&mut storage, &[me.clone()])?;
 //! // On every start: open the node on its storage, with a seed for its RNG.

@@ -5,12 +5,26 @@
 //! [`sled::Batch`]:
 //! * `m` — metadata: hard state, conf state, snapshot metadata (protobuf inside
 //!   rmp-serde), and the index/term of the last compacted entry;
-//! * `s` — the last snapshot's data (the encoded catalog);
 //! * `l` + big-endian index — one log entry (protobuf).
 //!
+//! The snapshot's data (the encoded catalog, megabytes) lives in its own file,
+//! `snapshot-INDEX-TERM.bin` in the snapshot directory, written to a temporary
+//! name, synced and renamed before the metadata that points at it is written.
+//! Kept in sled it would sit in the same page as `m` and be rewritten with every
+//! page consolidation (a fresh multi-megabyte file every few writes).
+//!
+//! Durability: sled 0.34's `flush` ends in `sync_file_range`, which neither flushes
+//! the disk's write cache nor file metadata, and sled never syncs its blob files
+//! (values over ~128 KiB). [`LogStore::sync`] therefore also `fdatasync`s sled's
+//! data file, and the blob files when a large entry was written since the last
+//! sync. Only then is a write acknowledged.
+//!
 //! Reads are served from an in-memory mirror ([`LogState`]) loaded at open, so raft's
-//! frequent reads never touch disk. Writes go to the mirror and to sled;
-//! [`LogStore::sync`] calls `sled::Db::flush`, after which they survive a crash.
+//! frequent reads never touch disk.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
@@ -19,7 +33,8 @@ use super::{LogState, LogStore, WriteOp, impl_raft_storage};
 use crate::error::Error;
 
 const META_KEY: &[u8] = b"m";
-const SNAPSHOT_DATA_KEY: &[u8] = b"s";
+/// Entries larger than this may be stored by sled as separate blob files.
+const BLOB_THRESHOLD_BYTES: usize = 64 * 1024;
 const LOG_PREFIX: u8 = b'l';
 const TREE_NAME: &[u8] = b"shoal-raft";
 
@@ -30,29 +45,61 @@ fn log_key(index: u64) -> [u8; 9] {
     key
 }
 
-/// A [`LogStore`] persisted in sled.
+/// A [`LogStore`] persisted in sled, with snapshots in their own files.
 #[derive(Debug)]
 pub struct SledStorage {
     db: sled::Db,
     tree: sled::Tree,
     live: LogState,
     snapshot_requested: std::cell::Cell<bool>,
+    /// sled's directory: its data file is `db`, its blobs are in `blobs/`.
+    sled_dir: PathBuf,
+    /// Where snapshot files live.
+    snapshot_dir: PathBuf,
+    /// A large entry was written since the last sync: sync sled's blob files too.
+    blobs_dirty: bool,
+    /// Snapshot files superseded by a newer one, deleted after the next sync.
+    stale_snapshots: Vec<PathBuf>,
+}
+
+fn snapshot_file(dir: &Path, index: u64, term: u64) -> PathBuf {
+    dir.join(format!("snapshot-{index:020}-{term:020}.bin"))
+}
+
+fn io_error(what: &str, path: &Path, err: std::io::Error) -> Error {
+    Error::storage(format!("{what} {}: {err}", path.display()))
+}
+
+/// Writes `data` to `path` durably: a temporary file, synced, renamed, and the
+/// directory synced.
+fn write_durably(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(|err| io_error("create", &tmp, err))?;
+    file.write_all(data)
+        .map_err(|err| io_error("write", &tmp, err))?;
+    file.sync_all().map_err(|err| io_error("sync", &tmp, err))?;
+    std::fs::rename(&tmp, path).map_err(|err| io_error("rename", path, err))?;
+    sync_dir(path.parent().expect("snapshot files live in a directory"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|dir_file| dir_file.sync_all())
+        .map_err(|err| io_error("sync directory", dir, err))
 }
 
 impl SledStorage {
-    /// Opens (or creates) the store in an open sled database, loading what it holds.
-    /// The agent shares one database for the Raft store and its own keys; this store
-    /// uses only its own tree.
-    pub fn open(db: sled::Db) -> Result<SledStorage, Error> {
+    /// Opens (or creates) the store in an open sled database whose files are in
+    /// `sled_dir`, with snapshot files in `snapshot_dir`, loading what they hold.
+    /// The agent shares one database for the Raft store and its own keys; this
+    /// store uses only its own tree.
+    pub fn open(db: sled::Db, sled_dir: &Path, snapshot_dir: &Path) -> Result<SledStorage, Error> {
+        std::fs::create_dir_all(snapshot_dir)
+            .map_err(|err| io_error("create", snapshot_dir, err))?;
         let tree = db.open_tree(TREE_NAME).map_err(Error::storage)?;
         let live = match tree.get(META_KEY).map_err(Error::storage)? {
             None => LogState::default(),
             Some(meta) => {
-                let snapshot_data = tree
-                    .get(SNAPSHOT_DATA_KEY)
-                    .map_err(Error::storage)?
-                    .map(|data| data.to_vec())
-                    .unwrap_or_default();
                 let mut entries = Vec::new();
                 for item in tree.scan_prefix([LOG_PREFIX]) {
                     let (_, value) = item.map_err(Error::storage)?;
@@ -61,25 +108,84 @@ impl SledStorage {
                     })?;
                     entries.push(entry);
                 }
-                LogState::decode_meta(&meta, snapshot_data, entries)?
+                let mut live = LogState::decode_meta(&meta, Vec::new(), entries)?;
+                let metadata = live.snapshot.get_metadata();
+                let path = snapshot_file(snapshot_dir, metadata.index, metadata.term);
+                match std::fs::read(&path) {
+                    Ok(data) => live.snapshot.data = data.into(),
+                    // No snapshot has been stored (index 0 with no data).
+                    Err(err)
+                        if err.kind() == std::io::ErrorKind::NotFound && metadata.index == 0 => {}
+                    Err(err) => {
+                        return Err(Error::Corrupt {
+                            reason: format!("snapshot file {}: {err}", path.display()),
+                        });
+                    }
+                }
+                live
             }
         };
+        // Leftovers of a crash between writing a snapshot file and its metadata.
+        let current = live.snapshot.get_metadata();
+        let keep = snapshot_file(snapshot_dir, current.index, current.term);
+        let stale_snapshots = std::fs::read_dir(snapshot_dir)
+            .map_err(|err| io_error("list", snapshot_dir, err))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| *path != keep)
+            .collect();
         Ok(SledStorage {
             db,
             tree,
             live,
             snapshot_requested: std::cell::Cell::new(false),
+            sled_dir: sled_dir.to_path_buf(),
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            blobs_dirty: false,
+            stale_snapshots,
         })
     }
 
-    /// Opens (or creates) a sled database at `path` and the store in it.
-    pub fn open_path(path: &std::path::Path) -> Result<SledStorage, Error> {
-        let db = sled::open(path).map_err(Error::storage)?;
-        SledStorage::open(db)
+    /// Opens (or creates) a store under `path`: sled in `path/sled`, snapshots
+    /// in `path/raft-snapshots`.
+    pub fn open_path(path: &Path) -> Result<SledStorage, Error> {
+        let sled_dir = path.join("sled");
+        let db = sled::open(&sled_dir).map_err(Error::storage)?;
+        SledStorage::open(db, &sled_dir, &path.join("raft-snapshots"))
+    }
+
+    /// Makes a snapshot's data durable in its own file (before the metadata that
+    /// names it), and marks the previous file for deletion after the next sync.
+    fn store_snapshot_data(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+        let metadata = snapshot.get_metadata();
+        let path = snapshot_file(&self.snapshot_dir, metadata.index, metadata.term);
+        write_durably(&path, &snapshot.data)?;
+        let previous = self.live.snapshot.get_metadata();
+        if previous.index > 0 {
+            let old = snapshot_file(&self.snapshot_dir, previous.index, previous.term);
+            if old != path {
+                self.stale_snapshots.push(old);
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, op: WriteOp) -> Result<(), Error> {
         self.live.check(&op)?;
+        match &op {
+            WriteOp::InstallSnapshot(snapshot) | WriteOp::SaveSnapshot(snapshot, _) => {
+                self.store_snapshot_data(snapshot)?;
+            }
+            WriteOp::Append(entries) => {
+                if entries
+                    .iter()
+                    .any(|entry| entry.data.len() >= BLOB_THRESHOLD_BYTES)
+                {
+                    self.blobs_dirty = true;
+                }
+            }
+            WriteOp::SetHardState(_) | WriteOp::SetConfState(_) => {}
+        }
         let before_first = self.live.first_index();
         let before_last = self.live.last_index();
         self.live.apply(&op);
@@ -97,17 +203,15 @@ impl SledStorage {
                 }
             }
             WriteOp::SetHardState(_) | WriteOp::SetConfState(_) => {}
-            WriteOp::InstallSnapshot(snapshot) => {
+            WriteOp::InstallSnapshot(_) => {
                 for index in before_first..=before_last {
                     batch.remove(&log_key(index));
                 }
-                batch.insert(SNAPSHOT_DATA_KEY, snapshot.data.to_vec());
             }
-            WriteOp::SaveSnapshot(snapshot, _) => {
+            WriteOp::SaveSnapshot(..) => {
                 for index in before_first..self.live.first_index() {
                     batch.remove(&log_key(index));
                 }
-                batch.insert(SNAPSHOT_DATA_KEY, snapshot.data.to_vec());
             }
         }
         batch.insert(META_KEY, self.live.encode_meta()?);
@@ -150,6 +254,27 @@ impl LogStore for SledStorage {
 
     fn sync(&mut self) -> Result<(), Error> {
         self.db.flush().map_err(Error::storage)?;
+        // sled's flush ends in sync_file_range; make it a real fdatasync.
+        let data_file = self.sled_dir.join("db");
+        File::open(&data_file)
+            .and_then(|file| file.sync_data())
+            .map_err(|err| io_error("sync", &data_file, err))?;
+        if std::mem::take(&mut self.blobs_dirty) {
+            let blobs = self.sled_dir.join("blobs");
+            if let Ok(listing) = std::fs::read_dir(&blobs) {
+                for entry in listing.filter_map(Result::ok) {
+                    File::open(entry.path())
+                        .and_then(|file| file.sync_data())
+                        .map_err(|err| io_error("sync", &entry.path(), err))?;
+                }
+                sync_dir(&blobs)?;
+            }
+        }
+        for stale in std::mem::take(&mut self.stale_snapshots) {
+            if let Err(err) = std::fs::remove_file(&stale) {
+                tracing::debug!(path = %stale.display(), %err, "stale snapshot not removed");
+            }
+        }
         Ok(())
     }
 
@@ -159,5 +284,70 @@ impl LogStore for SledStorage {
 
     fn take_snapshot_request(&mut self) -> bool {
         self.snapshot_requested.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(index: u64, term: u64, data_bytes: usize) -> Snapshot {
+        let mut snapshot = Snapshot {
+            data: vec![7u8; data_bytes].into(),
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = index;
+        metadata.term = term;
+        metadata.mut_conf_state().voters = vec![1];
+        snapshot
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|listing| {
+                listing
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn snapshots_live_in_their_own_files_and_old_ones_go_after_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStorage::open_path(dir.path()).unwrap();
+        store.install_snapshot(&snapshot(5, 2, 3 << 20)).unwrap();
+        store.sync().unwrap();
+        store.install_snapshot(&snapshot(9, 3, 3 << 20)).unwrap();
+        // The old file stays until the metadata naming the new one is synced.
+        assert_eq!(files(&dir.path().join("raft-snapshots")).len(), 2);
+        store.sync().unwrap();
+        assert_eq!(
+            files(&dir.path().join("raft-snapshots")),
+            [format!("snapshot-{:020}-{:020}.bin", 9, 3)]
+        );
+        // sled holds no multi-megabyte value, so it writes no blob files.
+        assert!(files(&dir.path().join("sled").join("blobs")).is_empty());
+        drop(store);
+        let reopened = SledStorage::open_path(dir.path()).unwrap();
+        assert_eq!(reopened.last_snapshot(), snapshot(9, 3, 3 << 20));
+    }
+
+    #[test]
+    fn a_missing_snapshot_file_is_reported_as_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStorage::open_path(dir.path()).unwrap();
+        store.install_snapshot(&snapshot(5, 2, 10)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        std::fs::remove_file(snapshot_file(&dir.path().join("raft-snapshots"), 5, 2)).unwrap();
+        assert!(matches!(
+            SledStorage::open_path(dir.path()),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }
