@@ -848,11 +848,15 @@ impl Membership {
         self.drain_runtime(now);
     }
 
-    /// This node's member table, the local node included, ordered by node id.
+    /// This node's member table, the local node included, ordered by node id:
+    /// one row per node id (foca may remember an older generation of this
+    /// very node as down; that row is not shown).
     pub fn members(&self) -> Vec<MemberView> {
+        let me = &self.identity().node_id;
         let mut rows: Vec<MemberView> = self
             .foca
             .iter_membership_state()
+            .filter(|member| member.id().node_id != *me)
             .map(|member| MemberView {
                 identity: member.id().clone(),
                 state: match member.state() {

@@ -246,7 +246,10 @@ fn a_crashed_node_is_declared_down_and_its_restart_wins() {
         "view of n0: {:?}",
         net.view(addr(0))
     );
-    // The old generation is gone from every table, not listed beside the new.
+    // The old generation is gone from every table, not listed beside the new
+    // (the restarted node's own table included, even once gossip about its
+    // old generation reaches it).
+    net.run_until(net.now + Duration::from_secs(10));
     for observer in net.live() {
         let rows = net.nodes[&observer].members();
         assert_eq!(
