@@ -38,6 +38,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(150);
 /// Timeout of one HTTP request to an agent (a stopped agent never answers).
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of a [`Cluster::call`]: above the agent's own deadline for a
+/// write or a read barrier (15 s), so that the agent's answer (often a 503)
+/// is what the test sees, not the client giving up.
+pub const SLOW_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of each agent's log printed when a test fails.
 pub const LOG_TAIL_LINES: usize = 40;
 
@@ -331,6 +335,8 @@ pub struct ClusterBuilder {
     seeds: usize,
     members: usize,
     extra: Vec<NodeSpec>,
+    acl_enabled: Option<bool>,
+    config_tail: String,
 }
 
 impl ClusterBuilder {
@@ -349,6 +355,23 @@ impl ClusterBuilder {
     /// One more node, after the seeds and members.
     pub fn node(mut self, spec: NodeSpec) -> Self {
         self.extra.push(spec);
+        self
+    }
+
+    /// Sets `[acl] enabled` in every config (unset: the agent's default,
+    /// which is on).
+    pub fn acl(mut self, enabled: bool) -> Self {
+        self.acl_enabled = Some(enabled);
+        self
+    }
+
+    /// Appends TOML to every node's config, after the tables the harness
+    /// writes, e.g. `"[telemetry]\nrefresh_interval = \"500ms\""`. It must
+    /// not repeat a table the harness writes (`[labels]`, `[cluster]`,
+    /// `[tls]`, `[http]`, `[log]`, and `[acl]` when [`Self::acl`] is used).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config_tail.push_str(toml.trim());
+        self.config_tail.push('\n');
         self
     }
 
@@ -447,6 +470,11 @@ impl ClusterBuilder {
             writeln!(text, "listen = \"{http}\"")?;
             writeln!(text, "[log]")?;
             writeln!(text, "level = \"info\"")?;
+            if let Some(enabled) = self.acl_enabled {
+                writeln!(text, "[acl]")?;
+                writeln!(text, "enabled = {enabled}")?;
+            }
+            text.push_str(&self.config_tail);
             let config = node_dir.join("shoal.toml");
             fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
             nodes.push(Node {
@@ -547,6 +575,17 @@ impl Node {
         if self.seed { "seed" } else { "member" }
     }
 
+    /// Empty while its agent runs, else why it does not answer: a
+    /// "connection refused" alone hides that it crashed or was signalled
+    /// by someone else.
+    fn whereabouts(&self) -> String {
+        match (self.is_running(), self.process().exited) {
+            (true, _) => String::new(),
+            (false, Some(status)) => format!("; its agent has exited: {status}"),
+            (false, None) => "; its agent is not started".to_string(),
+        }
+    }
+
     /// Whether its agent was started and has not exited (reaping it if it
     /// has: an exited agent's status is then in its log note).
     pub fn is_running(&self) -> bool {
@@ -593,6 +632,8 @@ impl Cluster {
             seeds: 3,
             members: 0,
             extra: Vec::new(),
+            acl_enabled: None,
+            config_tail: String::new(),
         }
     }
 
@@ -766,21 +807,33 @@ impl Cluster {
     pub fn get(&self, node_id: &str, path: &str) -> Result<(u16, String)> {
         let node = self.node(node_id);
         let url = format!("http://{}{path}", node.http);
-        let response = self.http.get(&url).send().with_context(|| {
-            // Say so when the agent is gone: "connection refused" alone
-            // hides that it crashed or was signalled by someone else.
-            let running = match (node.is_running(), node.process().exited) {
-                (true, _) => String::new(),
-                (false, Some(status)) => format!("; its agent has exited: {status}"),
-                (false, None) => "; its agent is not started".to_string(),
-            };
-            format!("GET {url} ({node_id}){running}")
-        })?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .with_context(|| format!("GET {url} ({node_id}){}", node.whereabouts()))?;
         let status = response.status().as_u16();
         let body = response
             .text()
             .with_context(|| format!("read {url} ({node_id})"))?;
         Ok((status, body))
+    }
+
+    /// A request to `node_id`'s API: `method` (`"GET"`, `"PUT"`, ...) on
+    /// `path` (with its query). Its timeout is [`SLOW_HTTP_TIMEOUT`], as a
+    /// write or a `?consistent` read may take the agent's own deadline.
+    pub fn call(&self, node_id: &str, method: &str, path: &str) -> Call<'_> {
+        Call {
+            cluster: self,
+            node_id: node_id.to_string(),
+            method: reqwest::Method::from_bytes(method.as_bytes())
+                .unwrap_or_else(|_| panic!("bad HTTP method {method:?}")),
+            path: path.to_string(),
+            token: None,
+            request_id: None,
+            body: None,
+            timeout: SLOW_HTTP_TIMEOUT,
+        }
     }
 
     fn get_ok(&self, node_id: &str, path: &str) -> Result<String> {
@@ -915,6 +968,383 @@ impl Cluster {
                 eprintln!("{line}");
             }
         }
+    }
+}
+
+/// A request being built by [`Cluster::call`].
+#[derive(Debug)]
+pub struct Call<'a> {
+    cluster: &'a Cluster,
+    node_id: String,
+    method: reqwest::Method,
+    path: String,
+    token: Option<String>,
+    request_id: Option<String>,
+    body: Option<(&'static str, Vec<u8>)>,
+    timeout: Duration,
+}
+
+impl Call<'_> {
+    /// Sends `Authorization: Bearer SECRET`.
+    pub fn token(mut self, secret: &str) -> Self {
+        self.token = Some(secret.to_string());
+        self
+    }
+
+    /// Sends `X-Shoal-Request-Id: ID`, so a retry applies nothing twice.
+    pub fn request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_string());
+        self
+    }
+
+    /// A JSON body.
+    pub fn json(self, body: &serde_json::Value) -> Self {
+        self.raw_json(&body.to_string())
+    }
+
+    /// A body sent as `application/json` whatever it holds (for bad input).
+    pub fn raw_json(mut self, text: &str) -> Self {
+        self.body = Some(("application/json", text.as_bytes().to_vec()));
+        self
+    }
+
+    /// An `application/octet-stream` body (a catalog backup).
+    pub fn bytes(mut self, bytes: &[u8]) -> Self {
+        self.body = Some(("application/octet-stream", bytes.to_vec()));
+        self
+    }
+
+    /// Another timeout than [`SLOW_HTTP_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends it; any answer (whatever its status) is `Ok`.
+    pub fn send(self) -> Result<Reply> {
+        let node = self.cluster.node(&self.node_id);
+        let url = format!("http://{}{}", node.http, self.path);
+        let what = format!("{} {url} ({})", self.method, self.node_id);
+        let mut request = self
+            .cluster
+            .http
+            .request(self.method, &url)
+            .timeout(self.timeout);
+        if let Some(secret) = &self.token {
+            request = request.bearer_auth(secret);
+        }
+        if let Some(id) = &self.request_id {
+            request = request.header("x-shoal-request-id", id);
+        }
+        if let Some((content_type, body)) = self.body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body);
+        }
+        let response = request
+            .send()
+            .with_context(|| format!("{what}{}", node.whereabouts()))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .with_context(|| format!("read the answer to {what}"))?
+            .to_vec();
+        Ok(Reply {
+            what,
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// An agent's answer to a [`Call`].
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The request, for messages (`PUT http://... (node-4)`).
+    pub what: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("{}: not JSON: {}", self.what, self.text()))
+    }
+
+    /// The JSON body if the status is `status`, else an error showing both.
+    pub fn expect(&self, status: u16) -> Result<serde_json::Value> {
+        ensure!(
+            self.status == status,
+            "{}: status {}, expected {status}: {}",
+            self.what,
+            self.status,
+            self.text()
+        );
+        self.json()
+    }
+
+    /// The JSON body of a 200 answer.
+    pub fn ok(&self) -> Result<serde_json::Value> {
+        self.expect(200)
+    }
+
+    /// Checks that this is a JSON error `{"error": {"code", "message"}}`
+    /// with `status` and `code`; returns the message.
+    pub fn expect_error(&self, status: u16, code: &str) -> Result<String> {
+        let body = self.expect(status)?;
+        let message = body["error"]["message"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{}: not a JSON error: {body}", self.what))?;
+        ensure!(
+            body["error"]["code"] == code,
+            "{}: error code {}, expected {code:?}: {body}",
+            self.what,
+            body["error"]["code"]
+        );
+        Ok(message.to_string())
+    }
+
+    /// The numeric value of a header (`x-shoal-index`).
+    pub fn header_u64(&self, name: &str) -> Result<u64> {
+        let value = self
+            .headers
+            .get(name)
+            .ok_or_else(|| anyhow!("{}: no {name} header", self.what))?;
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| anyhow!("{}: {name} is not a number: {value:?}", self.what))
+    }
+}
+
+/// An access token as `POST /v1/acl/bootstrap` or `/v1/acl/tokens` returns it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Token {
+    /// Its public id (the audit's actor is `token:ID`).
+    pub token_id: String,
+    /// The secret, for `Authorization: Bearer`.
+    pub token: String,
+    /// `read`, `operator` or `admin`.
+    pub role: String,
+}
+
+/// Several agents at once, and the catalog and seed group as the API shows
+/// them.
+impl Cluster {
+    /// Starts the agents of `node_ids` together (so seeds find each other
+    /// at once), then waits until each answers with its new generation.
+    pub fn start_nodes(&self, node_ids: &[&str]) {
+        for node_id in node_ids {
+            self.spawn(self.node(node_id))
+                .unwrap_or_else(|error| panic!("start {node_id}: {error:#}"));
+        }
+        for node_id in node_ids {
+            self.wait_healthy(node_id);
+        }
+    }
+
+    /// SIGTERM to every agent of `node_ids` first, then waits for each to
+    /// exit: they stop together, as in a whole-cluster shutdown.
+    pub fn terminate_nodes(&self, node_ids: &[&str]) -> Vec<ExitStatus> {
+        for node_id in node_ids {
+            self.signal(node_id, Signal::SIGTERM);
+        }
+        node_ids
+            .iter()
+            .map(|node_id| self.wait_exit(node_id))
+            .collect()
+    }
+
+    /// SIGSTOP to every agent of `node_ids`.
+    pub fn pause_nodes(&self, node_ids: &[&str]) {
+        for node_id in node_ids {
+            self.pause(node_id);
+        }
+    }
+
+    /// SIGCONT to every agent of `node_ids`.
+    pub fn resume_nodes(&self, node_ids: &[&str]) {
+        for node_id in node_ids {
+            self.resume(node_id);
+        }
+    }
+
+    /// Ids of every node (with the cluster's certificates) whose agent runs.
+    pub fn running_ids(&self) -> Vec<String> {
+        self.running()
+            .iter()
+            .map(|node| node.node_id.clone())
+            .collect()
+    }
+
+    /// `node_id`'s `/v1/seeds` answer.
+    pub fn seeds_status(&self, node_id: &str) -> Result<serde_json::Value> {
+        self.call(node_id, "GET", "/v1/seeds")
+            .timeout(HTTP_TIMEOUT)
+            .send()?
+            .ok()
+    }
+
+    /// Waits until every agent of `observers` names the same Raft leader,
+    /// one of the seeds, and, if `not` is given, not that one; returns it.
+    pub fn wait_leader(&self, observers: &[&str], not: Option<&str>) -> String {
+        let what = match not {
+            Some(old) => format!("{observers:?} to agree on a leader other than {old}"),
+            None => format!("{observers:?} to agree on a leader"),
+        };
+        wait_until(TIMEOUT, &what, || {
+            let mut leaders = BTreeSet::new();
+            for observer in observers {
+                let status = self.seeds_status(observer)?;
+                let leader = status["leader"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("{observer} knows no leader: {status}"))?;
+                leaders.insert(leader.to_string());
+            }
+            ensure!(leaders.len() == 1, "leaders named: {leaders:?}");
+            let leader = leaders.pop_first().expect("one leader");
+            ensure!(self.node(&leader).seed, "{leader} is not a seed");
+            ensure!(Some(leader.as_str()) != not, "still {leader}");
+            Ok(leader)
+        })
+    }
+
+    /// `node_id`'s local catalog (`GET /v1/catalog`).
+    pub fn catalog(&self, node_id: &str) -> Result<serde_json::Value> {
+        self.call(node_id, "GET", "/v1/catalog")
+            .timeout(HTTP_TIMEOUT)
+            .send()?
+            .ok()
+    }
+
+    /// Waits until the local catalog of every running agent lists every
+    /// running node `active` with the generation of its latest start: the
+    /// seed group formed, every agent registered, and every catalog copy
+    /// caught up. Returns the highest catalog index seen.
+    pub fn wait_catalog_ready(&self) -> u64 {
+        let running = self.running();
+        let expected: BTreeMap<&str, u64> = running
+            .iter()
+            .map(|node| (node.node_id.as_str(), node.starts()))
+            .collect();
+        wait_until(
+            TIMEOUT,
+            &format!("every agent's catalog to list {expected:?} active"),
+            || {
+                let mut index_max = 0;
+                for observer in &running {
+                    let catalog = self.catalog(&observer.node_id)?;
+                    for (node_id, generation) in &expected {
+                        let record = &catalog["state"]["nodes"][node_id];
+                        ensure!(
+                            record["status"] == "active" && record["generation"] == *generation,
+                            "at {}: {node_id} is {record}",
+                            observer.node_id
+                        );
+                    }
+                    index_max = index_max.max(catalog["index"].as_u64().unwrap_or(0));
+                }
+                Ok(index_max)
+            },
+        )
+    }
+
+    /// `POST /v1/acl/bootstrap` at `node_id`: the first admin token.
+    pub fn bootstrap_acl(&self, node_id: &str) -> Result<Token> {
+        let body = self
+            .call(node_id, "POST", "/v1/acl/bootstrap")
+            .send()?
+            .ok()?;
+        serde_json::from_value(body.clone()).with_context(|| format!("bootstrap answer {body}"))
+    }
+
+    /// `POST /v1/acl/tokens` at `node_id` with `admin`'s secret: a new
+    /// token with `role`.
+    pub fn create_token(&self, node_id: &str, admin: &str, role: &str) -> Result<Token> {
+        let body = self
+            .call(node_id, "POST", "/v1/acl/tokens")
+            .token(admin)
+            .json(&serde_json::json!({"role": role, "description": format!("test {role}")}))
+            .send()?
+            .ok()?;
+        serde_json::from_value(body.clone()).with_context(|| format!("token answer {body}"))
+    }
+
+    /// `PUT /v1/config/KEY {"value"}` at `node_id` with `token`.
+    pub fn set_config(
+        &self,
+        node_id: &str,
+        token: Option<&str>,
+        key: &str,
+        value: &str,
+    ) -> Result<Reply> {
+        let mut call = self
+            .call(node_id, "PUT", &format!("/v1/config/{key}"))
+            .json(&serde_json::json!({"value": value}));
+        if let Some(secret) = token {
+            call = call.token(secret);
+        }
+        call.send()
+    }
+
+    /// Runs `shoal ARGS...` as a client of `node_id`'s API
+    /// (`SHOAL_HTTP_ADDR`, and `SHOAL_TOKEN` when `token` is given).
+    pub fn cli<I, S>(&self, node_id: &str, token: Option<&str>, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let bin = shoal_bin();
+        let mut command = Command::new(&bin);
+        command
+            .args(args)
+            .env("SHOAL_HTTP_ADDR", self.node(node_id).http.to_string())
+            .env_remove("SHOAL_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(secret) = token {
+            command.env("SHOAL_TOKEN", secret);
+        }
+        command
+            .output()
+            .unwrap_or_else(|error| panic!("run {}: {error}", bin.display()))
+    }
+
+    /// Like [`Self::cli`], but fails (with its output) unless it exits 0;
+    /// returns its stdout.
+    pub fn cli_ok<I, S>(&self, node_id: &str, token: Option<&str>, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<S> = args.into_iter().collect();
+        let shown = args
+            .iter()
+            .map(|arg| arg.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let output = self.cli(node_id, token, args);
+        ensure!(
+            output.status.success(),
+            "`shoal {shown}` against {node_id} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }
 
