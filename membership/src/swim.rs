@@ -848,6 +848,33 @@ impl Membership {
         self.drain_runtime(now);
     }
 
+    /// Where `node_id` listens and its state, without building the whole table.
+    pub fn lookup(&self, node_id: &NodeId) -> Option<(SocketAddr, MemberState)> {
+        if *node_id == self.identity().node_id {
+            return Some((self.identity().addr, MemberState::Alive));
+        }
+        self.foca
+            .iter_membership_state()
+            .find(|member| member.id().node_id == *node_id)
+            .map(|member| (member.id().addr, member_state(member.state())))
+    }
+
+    /// The node ids of alive members with `role`, this node included if it
+    /// has that role, in no particular order.
+    pub fn alive_with_role(&self, role: crate::Role) -> impl Iterator<Item = &NodeId> + '_ {
+        let me = self.identity();
+        let local = (me.meta.role == role).then_some(&me.node_id);
+        self.foca
+            .iter_membership_state()
+            .filter(move |member| {
+                member.state() == State::Alive
+                    && member.id().meta.role == role
+                    && member.id().node_id != me.node_id
+            })
+            .map(|member| &member.id().node_id)
+            .chain(local)
+    }
+
     /// This node's member table, the local node included, ordered by node id:
     /// one row per node id (foca may remember an older generation of this
     /// very node as down; that row is not shown).
@@ -859,11 +886,7 @@ impl Membership {
             .filter(|member| member.id().node_id != *me)
             .map(|member| MemberView {
                 identity: member.id().clone(),
-                state: match member.state() {
-                    State::Alive => MemberState::Alive,
-                    State::Suspect => MemberState::Suspect,
-                    State::Down => MemberState::Down,
-                },
+                state: member_state(member.state()),
                 last_heard: self.last_heard.get(&member.id().node_id).copied(),
                 is_local: false,
             })
@@ -1402,5 +1425,13 @@ impl Membership {
         if self.events.len() < OUTPUT_QUEUE_MAX {
             self.events.push_back(event);
         }
+    }
+}
+
+fn member_state(state: State) -> MemberState {
+    match state {
+        State::Alive => MemberState::Alive,
+        State::Suspect => MemberState::Suspect,
+        State::Down => MemberState::Down,
     }
 }

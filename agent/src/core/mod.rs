@@ -32,7 +32,7 @@ use shoal_consensus::{
 use shoal_membership::alerts::{ActiveAlert, AlertConfig, AlertEvaluator};
 use shoal_membership::telemetry::{DatabaseReport, HostMetrics, TelemetryError};
 use shoal_membership::{
-    Event, Identity, MemberState, MemberView, Membership, MembershipConfig, NodeId, Role, Transmit,
+    Event, Identity, MemberView, Membership, MembershipConfig, NodeId, Role, Transmit,
 };
 
 use self::messages::{PeerMessage, SeedChange, SubmitOutcome};
@@ -1400,10 +1400,8 @@ impl<S: LogStore> NodeCore<S> {
     /// Seeds seen alive through SWIM (this agent included if it is one).
     fn alive_seeds(&self) -> BTreeSet<shoal_consensus::NodeId> {
         self.membership
-            .members()
-            .into_iter()
-            .filter(|row| row.identity.meta.role == Role::Seed && row.state == MemberState::Alive)
-            .filter_map(|row| catalog_id(&row.identity.node_id).ok())
+            .alive_with_role(Role::Seed)
+            .filter_map(|node_id| catalog_id(node_id).ok())
             .collect()
     }
 
@@ -1506,11 +1504,10 @@ impl<S: LogStore> NodeCore<S> {
 
     /// Where `node` listens: from the member table, else from the catalog.
     fn addr_of(&self, node: &shoal_consensus::NodeId) -> Option<SocketAddr> {
-        self.membership
-            .members()
-            .into_iter()
-            .find(|row| row.identity.node_id.as_str() == node.as_str())
-            .map(|row| row.identity.addr)
+        NodeId::new(node.as_str())
+            .ok()
+            .and_then(|member| self.membership.lookup(&member))
+            .map(|(addr, _)| addr)
             .or_else(|| {
                 self.catalog()
                     .state()
