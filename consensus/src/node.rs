@@ -748,7 +748,7 @@ impl<S: LogStore> RaftNode<S> {
         if let Some(hard_state) = ready.hs() {
             self.raw.mut_store().set_hard_state(hard_state)?;
         }
-                // raft-rs says when a sync is needed: new entries, a snapshot, or a
+        // raft-rs says when a sync is needed: new entries, a snapshot, or a
         // changed vote or term. A hard state that only moves the commit index
         // is written and reaches disk with the next sync (see step 5).
         if ready.must_sync() {

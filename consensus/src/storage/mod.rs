@@ -70,14 +70,14 @@ pub(crate) enum WriteOp {
 /// The contents of a log store, in memory. Reads of both stores are served from here.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct LogState {
-    hard_state: HardState,
-    conf_state: ConfState,
-    snapshot: Snapshot,
+    pub(crate) hard_state: HardState,
+    pub(crate) conf_state: ConfState,
+    pub(crate) snapshot: Snapshot,
     /// The index and term of the entry just before `entries[0]` (or before the next
     /// appended entry): the last compacted entry.
-    truncated_index: u64,
-    truncated_term: u64,
-    entries: Vec<Entry>,
+    pub(crate) truncated_index: u64,
+    pub(crate) truncated_term: u64,
+    pub(crate) entries: Vec<Entry>,
 }
 
 impl LogState {
