@@ -309,14 +309,11 @@ impl Metrics {
         }
     }
 
-    /// The run ended: whatever is still open was cut short.
+    /// The run ended: whatever is still open stays incomplete (neither
+    /// done nor cut short by the subject's return).
     pub(crate) fn finish(&mut self) {
-        for subject in self.open_detections.keys().copied().collect::<Vec<_>>() {
-            self.close_detection(subject);
-        }
-        for subject in self.open_appearances.keys().copied().collect::<Vec<_>>() {
-            self.close_appearance(subject);
-        }
+        self.open_detections.clear();
+        self.open_appearances.clear();
     }
 
     pub(crate) fn sent(&mut self, kind: &'static str, bytes: usize) {

@@ -22,6 +22,11 @@ use shoal_consensus::Role as RaftRole;
 use crate::network::Network;
 use crate::node::Core;
 
+/// How long after losing its majority a seed may still advance its commit
+/// index (ten Raft ticks: far longer than in-flight acknowledgements take,
+/// far shorter than any scenario's partition).
+pub(crate) const MINORITY_GRACE: Duration = Duration::from_secs(1);
+
 /// A problem found by [`RaftWatch::observe`].
 #[derive(Debug)]
 pub(crate) enum RaftViolation {
@@ -42,6 +47,8 @@ pub(crate) struct RaftWatch {
     pub(crate) committed_max: u64,
     /// Last commit index seen per node.
     last_commit: BTreeMap<usize, u64>,
+    /// When each seed last reached a majority of its voters.
+    majority_seen: BTreeMap<usize, Duration>,
     /// Last (applied index) seen per node, to skip repeated work.
     last_applied: BTreeMap<usize, u64>,
     /// Role changes to leader (elections won).
@@ -61,6 +68,7 @@ impl RaftWatch {
     pub(crate) fn observe(
         &mut self,
         index: usize,
+        now: Duration,
         core: &Core,
         net: &Network,
         names: &[String],
@@ -83,16 +91,30 @@ impl RaftWatch {
             }
             let commit = raft.commit_index().0;
             let last = self.last_commit.insert(index, commit).unwrap_or(0);
+            let voters: Vec<usize> = raft
+                .voters()
+                .iter()
+                .filter_map(|voter| index_of_name(voter.as_str()))
+                .collect();
+            // A commit is explained by a voter that reaches a majority (both
+            // ways) and can send to this node: the node itself as leader, or
+            // a leader whose appends reach this follower.
+            let majority = voters.iter().chain(std::iter::once(&index)).any(|&voter| {
+                component_size(voter, &voters, net) * 2 > voters.len()
+                    && (voter == index || !net.blocked(voter, index))
+            });
+            if majority {
+                self.majority_seen.insert(index, now);
+            }
             if commit > last {
-                let voters: Vec<usize> = raft
-                    .voters()
-                    .iter()
-                    .filter_map(|voter| index_of_name(voter.as_str()))
-                    .collect();
-                let reachable = component_size(index, &voters, net);
-                if voters.len() > 1 && reachable * 2 <= voters.len() {
+                let recently = self
+                    .majority_seen
+                    .get(&index)
+                    .is_some_and(|at| now.saturating_sub(*at) <= MINORITY_GRACE);
+                if voters.len() > 1 && !majority && !recently {
+                    let reachable = component_size(index, &voters, net);
                     violations.push(RaftViolation::MinorityCommit(format!(
-                        "{} advanced its commit index {last} → {commit} while reaching only {reachable} of {} voters",
+                        "{} advanced its commit index {last} → {commit} while reaching only {reachable} of {} voters and hearing from no majority",
                         names[index],
                         voters.len()
                     )));
@@ -128,6 +150,7 @@ impl RaftWatch {
 
     /// A node restarted: its commit index starts over from its store.
     pub(crate) fn restarted(&mut self, index: usize) {
+        self.majority_seen.remove(&index);
         self.last_commit.remove(&index);
         self.last_applied.remove(&index);
     }

@@ -105,6 +105,8 @@ struct Planned {
     entry: usize,
     /// Stream name for this entry's random choices.
     stream: String,
+    /// Which repetition (for `round_robin:`).
+    repetition: u32,
 }
 
 /// Check handles.
@@ -155,6 +157,8 @@ pub(crate) struct World {
     /// Arrival time of the last message on each stream, to keep order.
     stream_last: BTreeMap<(u32, u32), Duration>,
     bootstrap_expect: usize,
+    /// Repetition of the timeline entry being applied.
+    repetition: u32,
     pub(crate) raft: RaftWatch,
     node_names: Vec<String>,
     index_by_name: BTreeMap<String, usize>,
@@ -321,6 +325,7 @@ impl World {
             auto_id: 0,
             stream_last: BTreeMap::new(),
             bootstrap_expect,
+            repetition: 0,
             raft: RaftWatch::default(),
             index_by_name: name_list
                 .iter()
@@ -346,7 +351,11 @@ impl World {
                 .chain([&entry.bridge, &entry.from, &entry.to]);
             for list in lists {
                 for selector in list {
-                    if selector == "rest" || selector.starts_with("random:") {
+                    if selector == "rest"
+                        || selector == "leader"
+                        || selector.starts_with("random:")
+                        || selector.starts_with("round_robin:")
+                    {
                         continue;
                     }
                     if self.select_one(selector, &mut rng, &|_| true)?.is_empty() {
@@ -563,9 +572,9 @@ impl World {
         };
         let index_by_name = &self.index_by_name;
         let lookup = |name: &str| index_by_name.get(name).copied();
-        let violations = self
-            .raft
-            .observe(index, core, &self.net, &self.node_names, &lookup);
+        let violations =
+            self.raft
+                .observe(index, self.now, core, &self.net, &self.node_names, &lookup);
         let now = self.now;
         for violation in violations {
             let (check, detail) = match violation {
@@ -927,6 +936,18 @@ impl World {
     ) -> anyhow::Result<Vec<usize>> {
         let n = self.nodes.len();
         let all = 0..n;
+        if selector == "leader" {
+            return Ok(self.effective_leader().into_iter().collect());
+        }
+        if let Some(base) = selector.strip_prefix("round_robin:") {
+            let candidates = self.select_one(base, rng, &|_| true)?;
+            if candidates.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![
+                candidates[self.repetition as usize % candidates.len()],
+            ]);
+        }
         if let Some(rest) = selector.strip_prefix("random:") {
             let (count, base) = match rest.split_once(':') {
                 Some((count, base)) => (count, base),
@@ -1071,6 +1092,7 @@ impl World {
         let planned = self.plan[index].clone();
         let entry = self.scenario.timeline[planned.entry].clone();
         let mut rng = SimRng::stream(self.seed, &planned.stream);
+        self.repetition = planned.repetition;
         let status: Vec<Status> = self.nodes.iter().map(|node| node.status).collect();
         let status = &status;
         let up = |i: usize| status[i].is_up();
@@ -1634,6 +1656,7 @@ fn expand_timeline(timeline: &[TimelineEntry]) -> Vec<Planned> {
                     entry.action.as_str(),
                     ordinal
                 ),
+                repetition: k,
             });
         }
         *ordinal += 1;
