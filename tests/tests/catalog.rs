@@ -793,6 +793,34 @@ fn tokens_and_roles_guard_writes_and_the_audit() {
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 }
 
+/// A bad request and the JSON error it must get (see [`bad`]).
+#[derive(Debug)]
+struct BadRequest {
+    /// `METHOD PATH`.
+    request: &'static str,
+    body: Option<&'static str>,
+    status: u16,
+    code: &'static str,
+    /// What the error message must contain.
+    names: &'static str,
+}
+
+fn bad(
+    request: &'static str,
+    body: Option<&'static str>,
+    status: u16,
+    code: &'static str,
+    names: &'static str,
+) -> BadRequest {
+    BadRequest {
+        request,
+        body,
+        status,
+        code,
+        names,
+    }
+}
+
 #[test]
 fn bad_api_input_gets_json_errors_and_changes_nothing() {
     let (cluster, admin) = ready_cluster_with_admin("catalog-bad-input", 1);
@@ -812,118 +840,38 @@ fn bad_api_input_gets_json_errors_and_changes_nothing() {
     };
     let before = state_of();
 
-    // (method, path, JSON body or none, status, code, what the message names)
-    let cases: [(&str, &str, Option<&str>, u16, &str, &str); 12] = [
-        (
-            "PUT",
-            "/v1/config/steady",
-            Some("{\"value\": "),
-            400,
-            "bad_request",
-            "",
-        ),
-        (
-            "PUT",
-            "/v1/config/steady",
-            Some("not json at all"),
-            400,
-            "bad_request",
-            "",
-        ),
-        (
-            "PUT",
-            "/v1/config/steady",
-            Some("{\"value\": \"2\", \"colour\": \"red\"}"),
-            400,
-            "bad_request",
-            "colour",
-        ),
-        (
-            "PUT",
-            "/v1/config/steady",
-            Some("{\"value\": 2}"),
-            400,
-            "bad_request",
-            "value",
-        ),
-        (
-            "PUT",
-            "/v1/config/steady",
-            Some("{}"),
-            400,
-            "bad_request",
-            "value",
-        ),
-        (
-            "POST",
-            "/v1/config/steady/rollback",
-            Some("{\"version\": \"one\"}"),
-            400,
-            "bad_request",
-            "version",
-        ),
-        (
-            "POST",
-            "/v1/acl/tokens",
-            Some("{\"role\": \"emperor\"}"),
-            400,
-            "bad_request",
-            "role",
-        ),
-        (
-            "DELETE",
-            "/v1/config/steady",
-            None,
-            405,
-            "method_not_allowed",
-            "DELETE",
-        ),
-        (
-            "POST",
-            "/v1/catalog",
-            None,
-            405,
-            "method_not_allowed",
-            "POST",
-        ),
-        (
-            "GET",
-            "/v1/no/such/path",
-            None,
-            404,
-            "not_found",
-            "/v1/no/such/path",
-        ),
-        (
-            "GET",
-            "/v1/audit?limit=0",
-            None,
-            400,
-            "bad_request",
-            "limit",
-        ),
-        (
-            "GET",
-            "/v1/config/never-set",
-            None,
-            404,
-            "not_found",
-            "never-set",
-        ),
+    // One case a line: the request, its body (sent as JSON whatever it
+    // holds), the status and code expected, what the message must name.
+    #[rustfmt::skip]
+    let cases = [
+        bad("PUT /v1/config/steady", Some(r#"{"value": "#), 400, "bad_request", ""),
+        bad("PUT /v1/config/steady", Some("not json at all"), 400, "bad_request", ""),
+        bad("PUT /v1/config/steady", Some(r#"{"value": "2", "colour": "red"}"#), 400, "bad_request", "colour"),
+        bad("PUT /v1/config/steady", Some(r#"{"value": 2}"#), 400, "bad_request", "value"),
+        bad("PUT /v1/config/steady", Some("{}"), 400, "bad_request", "value"),
+        bad("POST /v1/config/steady/rollback", Some(r#"{"version": "one"}"#), 400, "bad_request", "version"),
+        bad("POST /v1/acl/tokens", Some(r#"{"role": "emperor"}"#), 400, "bad_request", "role"),
+        bad("DELETE /v1/config/steady", None, 405, "method_not_allowed", "DELETE"),
+        bad("POST /v1/catalog", None, 405, "method_not_allowed", "POST"),
+        bad("GET /v1/no/such/path", None, 404, "not_found", "/v1/no/such/path"),
+        bad("GET /v1/audit?limit=0", None, 400, "bad_request", "limit"),
+        bad("GET /v1/config/never-set", None, 404, "not_found", "never-set"),
     ];
     let mut failures = Vec::new();
-    for (method, path, body, status, code, names) in cases {
+    for case in cases {
+        let (method, path) = case.request.split_once(' ').expect("METHOD PATH");
         let mut call = cluster.call("node-4", method, path).token(&admin.token);
-        if let Some(body) = body {
+        if let Some(body) = case.body {
             call = call.raw_json(body);
         }
         let reply = call.send().unwrap();
-        match reply.expect_error(status, code) {
-            Ok(message) if message.contains(names) => {}
+        match reply.expect_error(case.status, case.code) {
+            Ok(message) if message.contains(case.names) => {}
             Ok(message) => failures.push(format!(
-                "{method} {path} {body:?}: message does not name {names:?}: {message}"
+                "{case:?}: the message does not name {:?}: {message}",
+                case.names
             )),
-            Err(error) => failures.push(format!("{method} {path} {body:?}: {error:#}")),
+            Err(error) => failures.push(format!("{case:?}: {error:#}")),
         }
     }
     // A bad request id, a rollback to a version that never was.
