@@ -384,6 +384,12 @@ def measure_window(cluster, window_s):
     if lo_before is not None and lo_after is not None:
         out["loopback_tx_bytes_per_s_all_processes"] = (lo_after - lo_before) / elapsed
     out["telemetry_records_min"] = min((m.get("shoal_telemetry_records", 0) for m in after if m), default=0)
+    # Staleness at the end of the window: how long since each agent last
+    # received a newer version of each other node's record.
+    ages = [value for i, m in enumerate(after) if m
+            for key, value in m.items()
+            if key.startswith("shoal_telemetry_age_seconds{") and f'node="{cluster.names[i]}"' not in key]
+    out["record_age_s"] = stats_of(ages)
     out["members_alive_min"] = min((m.get('shoal_members{state="alive"}', 0) for m in after if m), default=0)
     return out
 
@@ -399,7 +405,7 @@ def measure_visibility(cluster, source, value, shards, poll_s, timeout_s):
     if status != 200:
         raise RuntimeError(f"PUT /v1/agent/telemetry at {name}: {status} {data[:200]!r}")
     seen_poll = {}      # i -> answer time of the first poll showing the value
-    seen_precise = {}   # i -> answer time - age_ms, when the version is the published one
+    seen_precise = {}   # i -> answer time - age_ms of the version showing the value
     published = None    # (version, t_poll, t_precise) from the source's own view
     newer_version_seen = 0
     rounds = []
@@ -425,9 +431,12 @@ def measure_visibility(cluster, source, value, shards, poll_s, timeout_s):
             if i in pending:
                 pending.discard(i)
                 seen_poll[i] = at
-                if published is not None and version == published[0]:
-                    seen_precise[i] = at - age_s
-                else:
+                # When it got the version it shows. If that is a later version
+                # than the published one (the next refresh overtook it), the
+                # value was first visible at most one poll period earlier:
+                # the previous poll did not show it.
+                seen_precise[i] = at - age_s
+                if published is not None and version != published[0]:
                     newer_version_seen += 1
         rounds.append(time.monotonic() - round_start)
         time.sleep(max(0.0, poll_s - (time.monotonic() - round_start)))
@@ -491,7 +500,8 @@ def run_cluster(args, binary, workdir, tls_dir, config_name, telemetry_toml, n, 
             f"streams {w['stream_bytes_per_s']['median']:.0f} B/s; deltas sent "
             f"{w['deltas_sent_per_s']['median']:.2f}/s, versions received {w['versions_received_per_s']['median']:.2f}/s; "
             f"CPU {w['cpu_percent']['median']:.1f}% (total {w['cpu_percent_total']:.0f}%), "
-            f"RSS {w['rss_mib']['median']:.1f} MiB; timers late {w['timers_late_per_s']['max'] * w['window_s']:.0f} max")
+            f"RSS {w['rss_mib']['median']:.1f} MiB; timers late {w['timers_late_per_s']['max'] * w['window_s']:.0f} max; "
+            f"record age median {w['record_age_s'].get('median', 0):.2f}s, max {w['record_age_s'].get('max', 0):.2f}s")
         if visibility:
             reps = []
             for rep in range(args.updates):
@@ -651,7 +661,8 @@ def main():
 def print_report(results):
     print("\n=== telemetry benchmark ===")
     print(f"{'cluster':<12} {'keeps':>5} {'all<-pub med/p90/max s':>24} {'all<-PUT med/p90/max s':>24} "
-          f"{'SWIM out B/s med/max':>21} {'pkt/s':>6} {'stream B/s':>11} {'vers rx/s':>9} {'CPU %':>6} {'RSS MiB':>8}")
+          f"{'SWIM out B/s med/max':>21} {'pkt/s':>6} {'stream B/s':>11} {'vers rx/s':>9} {'CPU %':>6} {'RSS MiB':>8} "
+          f"{'age med/max s':>14}")
     for c in results["clusters"]:
         w = c.get("window")
         v = c.get("visibility", {})
@@ -668,7 +679,8 @@ def print_report(results):
               f"{w['swim_bytes_out_per_s']['median']:>10.0f}/{w['swim_bytes_out_per_s']['max']:<10.0f} "
               f"{w['swim_packets_out_per_s']['median']:>6.1f} {w['stream_bytes_per_s']['median']:>11.0f} "
               f"{w['versions_received_per_s']['median']:>9.2f} {w['cpu_percent']['median']:>6.2f} "
-              f"{w['rss_mib']['median']:>8.1f}")
+              f"{w['rss_mib']['median']:>8.1f} "
+              f"{w['record_age_s'].get('median', 0):>6.2f}/{w['record_age_s'].get('max', 0):<6.2f}")
     print(f"wall time {results['wall_s']:.0f}s; load average start {results['loadavg_start']} "
           f"end {results['loadavg_end']}")
 
