@@ -155,8 +155,8 @@ pub(crate) enum Output {
         kind: &'static str,
         carries_snapshot: bool,
     },
-    /// A membership event.
-    Event(Event),
+    /// A membership event (boxed: identities are large).
+    Event(Box<Event>),
 }
 
 /// An input held while a node is paused.
@@ -449,7 +449,7 @@ impl SimNode {
             }
         }
         while let Some(event) = core.poll_event() {
-            out.push(Output::Event(event));
+            out.push(Output::Event(Box::new(event)));
         }
         // Completions of the agent's own writes; the workload reads its own
         // through `take_completions`.

@@ -210,7 +210,6 @@ impl World {
         let bootstrap_expect = scenario.cluster.bootstrap_expect.unwrap_or(n_seeds);
         let name_list: Vec<String> = nodes.iter().map(|node| node.spec.name.clone()).collect();
         let net = Network::new(&scenario.network, seed, &name_list, &regions)?;
-        let n_seeds = n_seeds;
         let plan = expand_timeline(&scenario.timeline);
         let last_fault_end = plan
             .iter()
@@ -533,7 +532,7 @@ impl World {
                     kind,
                     carries_snapshot,
                 } => self.stream(index, to, bytes, kind, carries_snapshot),
-                Output::Event(event) => self.observe(index, event),
+                Output::Event(event) => self.observe(index, *event),
             }
         }
         self.out = out;
