@@ -49,6 +49,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A node's lifecycle in the catalog.
+    Node {
+        #[command(subcommand)]
+        command: crate::client::NodeVerb,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Every node's telemetry, as merged at this agent.
     Telemetry {
         /// Only this node.
@@ -230,6 +237,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Members { client } => members(&client),
         Command::Seeds { command, client } => client.client().seeds(command),
         Command::Telemetry { node, client } => client.client().telemetry(node),
+        Command::Node { command, client } => client.client().node(command),
         Command::Alerts { client } => client.client().alerts(),
         Command::Config { command, client } => client.client().config(command),
         Command::Catalog { command, client } => client.client().catalog(command),

@@ -27,6 +27,26 @@ pub struct Client {
     pub consistent: bool,
 }
 
+/// `shoal node` verbs.
+#[derive(Debug, Subcommand)]
+pub enum NodeVerb {
+    /// Set a node's status: active, draining, dead or removed (the catalog
+    /// refuses transitions its lifecycle does not allow).
+    Status {
+        /// The node.
+        node_id: String,
+        /// The new status.
+        status: String,
+    },
+    /// Remove a node that is gone for good: marks it dead (if it is not
+    /// already dead or draining), then removed. Its telemetry is forgotten by
+    /// every agent. Stop its agent first: a running agent registers again.
+    Remove {
+        /// The node.
+        node_id: String,
+    },
+}
+
 /// `shoal seeds` verbs.
 #[derive(Debug, Subcommand)]
 pub enum SeedsVerb {
@@ -450,6 +470,44 @@ impl Client {
             ],
             &rows,
         );
+        Ok(())
+    }
+
+    fn set_status(&self, node_id: &str, status: &str) -> Result<Value> {
+        let path = format!("/v1/nodes/{node_id}/status");
+        self.write(reqwest::Method::POST, &path, json!({"status": status}))
+    }
+
+    /// `shoal node status|remove`.
+    pub fn node(&self, verb: NodeVerb) -> Result<()> {
+        match verb {
+            NodeVerb::Status { node_id, status } => {
+                let answer = self.set_status(&node_id, &status)?;
+                if self.json {
+                    return self.print_json(&answer);
+                }
+                println!("{node_id} is {status} (catalog index {})", answer["index"]);
+            }
+            NodeVerb::Remove { node_id } => {
+                let catalog = self.get("/v1/catalog")?;
+                let current = catalog["state"]["nodes"][&node_id]["status"]
+                    .as_str()
+                    .map(str::to_owned);
+                match current.as_deref() {
+                    None => bail!("node {node_id} is not in the catalog"),
+                    Some("removed") => {}
+                    Some("dead" | "draining" | "joining") => {}
+                    Some(_) => {
+                        self.set_status(&node_id, "dead")?;
+                    }
+                }
+                let answer = self.set_status(&node_id, "removed")?;
+                if self.json {
+                    return self.print_json(&answer);
+                }
+                println!("{node_id} removed (catalog index {})", answer["index"]);
+            }
+        }
         Ok(())
     }
 

@@ -155,6 +155,7 @@ pub fn router(handle: Handle) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/acl/bootstrap", post(acl_bootstrap))
         .route("/v1/acl/tokens", post(token_create))
+        .route("/v1/nodes/{id}/status", post(node_status))
         .route("/v1/agent/telemetry", put(telemetry_put))
         .route("/v1/telemetry", get(telemetry_get))
         .route("/v1/alerts", get(alerts_get))
@@ -773,6 +774,33 @@ async fn seeds_transfer(
     body: Result<axum::Json<SeedTarget>, JsonRejection>,
 ) -> Result<Versioned, ApiError> {
     seed_change(&handle, &headers, body, SeedChange::TransferLeader).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeStatusChange {
+    status: shoal_consensus::NodeStatus,
+}
+
+async fn node_status(
+    State(handle): State<Handle>,
+    headers: HeaderMap,
+    Path(node_id): Path<String>,
+    body: Result<axum::Json<NodeStatusChange>, JsonRejection>,
+) -> Result<Versioned, ApiError> {
+    let actor = authorize(&handle, &headers, TokenRole::Operator).await?;
+    let axum::Json(body) = body?;
+    let node_id = shoal_consensus::NodeId::new(node_id)
+        .map_err(|error| ApiError::bad_request(format!("node id: {error}")))?;
+    let op = Op::SetNodeStatus {
+        node_id: node_id.clone(),
+        status: body.status,
+    };
+    let (index, _) = write(&handle, &headers, actor, op).await?;
+    Ok(written(
+        index,
+        json!({"node_id": node_id, "status": body.status, "index": index.0}),
+    ))
 }
 
 async fn telemetry_put(
