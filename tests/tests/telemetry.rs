@@ -7,9 +7,9 @@
 //! refresh and a short `for_at_least` on the replication-lag rule, so the
 //! waits are short; nothing asserts how long anything takes.
 //!
-//! Not covered here: garbage collection of a removed node's record. The
-//! catalog's `Removed` status has no API yet, so no black-box test can
-//! remove a node; the membership crate's unit tests cover the tombstones.
+//! A removed node's record being forgotten is checked through the API
+//! (`shoal node remove`); how long its tombstone keeps the record from
+//! coming back is left to the membership crate's unit tests.
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
@@ -341,6 +341,8 @@ fn invalid_reports_are_refused_naming_the_field_and_change_nothing() {
 #[test]
 fn a_dead_agents_record_stops_changing_and_ages() {
     let cluster = start("telemetry-dead", 1);
+    // Every node registered, so that node-4 can be removed later.
+    cluster.wait_catalog_ready();
     let observers: Vec<String> = ["node-1", "node-2", "node-3"].map(String::from).to_vec();
     let all = ids(&cluster);
     let pushed = report(7.0, 1);
@@ -413,4 +415,55 @@ fn a_dead_agents_record_stops_changing_and_ages() {
         .metric("node-1", "shoal_telemetry_age_seconds{node=\"node-4\"}")
         .unwrap();
     assert!(age > 0.0, "shoal_telemetry_age_seconds of node-4: {age}");
+
+    // Removed from the catalog (by an operator, through the CLI), the dead
+    // node's record is forgotten by every agent; the others' stay.
+    let admin = cluster.bootstrap_acl("node-1").unwrap();
+    let operator = cluster
+        .create_token("node-2", &admin.token, "operator")
+        .unwrap();
+    // The lifecycle is enforced: an active node is not removed at once.
+    cluster
+        .call("node-3", "POST", "/v1/nodes/node-4/status")
+        .token(&operator.token)
+        .json(&json!({"status": "removed"}))
+        .send()
+        .unwrap()
+        .expect_error(409, "invalid_transition")
+        .unwrap();
+    cluster
+        .cli_ok(
+            "node-3",
+            Some(&operator.token),
+            ["node", "remove", "node-4"],
+        )
+        .unwrap();
+    for observer in &observers {
+        wait_until(
+            TIMEOUT,
+            &format!("{observer} to forget node-4's telemetry"),
+            || {
+                let reply = cluster
+                    .call(observer, "GET", "/v1/telemetry?node=node-4")
+                    .timeout(shoal_tests::HTTP_TIMEOUT)
+                    .send()?;
+                ensure!(reply.status == 404, "{} {}", reply.status, reply.text());
+                reply.expect_error(404, "not_found")?;
+                Ok(())
+            },
+        );
+        let map = cluster
+            .call(observer, "GET", "/v1/telemetry")
+            .send()
+            .unwrap()
+            .ok()
+            .unwrap();
+        let listed: Vec<&String> = map.as_object().unwrap().keys().collect();
+        assert_eq!(listed, ["node-1", "node-2", "node-3"], "at {observer}");
+        let catalog = cluster.catalog(observer).unwrap();
+        assert_eq!(
+            catalog["state"]["nodes"]["node-4"]["status"], "removed",
+            "at {observer}"
+        );
+    }
 }
