@@ -9,6 +9,12 @@
 //! agent it started; dropping it while a test panics first prints the tail
 //! of every agent's log and keeps the directory for a post-mortem.
 //!
+//! [`Cluster::call`] sends any request (method, JSON or raw body, bearer
+//! token, request id) and returns the [`Reply`] whatever its status, so a
+//! test can check refusals as closely as successes; the builder's
+//! [`ClusterBuilder::acl`] and [`ClusterBuilder::config`] set config knobs
+//! (`[acl]`, `[telemetry]`, `[alerts.*]`) in every node's file.
+//!
 //! Nothing here sleeps in place of a condition: [`wait_until`] polls a
 //! condition with a deadline and, on timeout, says what it waited for and
 //! what it saw last. Deadlines are generous ([`TIMEOUT`]) because the tests
