@@ -119,14 +119,18 @@ impl IntoResponse for ApiError {
 }
 
 impl From<JsonRejection> for ApiError {
+    /// Every malformed body is a 400 naming the problem (axum would say 422
+    /// for a well-formed body of the wrong shape); only a body over the
+    /// limit is a 413.
     fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "too_large"
-        } else {
-            "bad_request"
-        };
-        Self::new(status, code, rejection.body_text())
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                rejection.body_text(),
+            );
+        }
+        Self::bad_request(rejection.body_text())
     }
 }
 
@@ -273,22 +277,17 @@ async fn authorize(
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|secret| !secret.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this needs `Authorization: Bearer TOKEN` (CLI: SHOAL_TOKEN)",
-            )
-        })?
-        .to_owned();
+        .map(str::to_owned);
     let found = read(handle, move |view| {
-        (
-            view.catalog.state().acl_bootstrapped,
-            view.catalog.authenticate(&secret).cloned(),
-        )
+        let token = secret
+            .as_deref()
+            .map(|secret| view.catalog.authenticate(secret).cloned());
+        (view.catalog.state().acl_bootstrapped, token)
     })
     .await?;
     match found {
+        // Before the first token exists, say what to do about it, whatever
+        // was (or was not) sent.
         (false, _) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "acl_not_bootstrapped",
@@ -297,9 +296,14 @@ async fn authorize(
         (true, None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
+            "this needs `Authorization: Bearer TOKEN` (CLI: SHOAL_TOKEN)",
+        )),
+        (true, Some(None)) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
             "unknown token",
         )),
-        (true, Some(token)) if token.role < required => Err(ApiError::new(
+        (true, Some(Some(token))) if token.role < required => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
@@ -308,7 +312,7 @@ async fn authorize(
             )
             .to_lowercase(),
         )),
-        (true, Some(token)) => Ok(Actor(format!("token:{}", token.token_id))),
+        (true, Some(Some(token))) => Ok(Actor(format!("token:{}", token.token_id))),
     }
 }
 
