@@ -487,10 +487,11 @@ def run_cluster(args, binary, workdir, tls_dir, config_name, telemetry_toml, n, 
         out["telemetry_converged_s"] = None if telemetry_s is None else time.monotonic() - t_start
         log(f"{label}: members converged {members_s:.2f}s, every record everywhere "
             f"{'n/a' if telemetry_s is None else f'{time.monotonic() - t_start:.2f}s'} after start")
-        # The size of one record as JSON (the wire form is MessagePack, smaller).
+        time.sleep(args.settle)
+        # The size of one record as JSON (the wire form is MessagePack, smaller),
+        # after the settle so it holds the database report.
         sample = cluster.clients[0].get_json(f"/v1/telemetry?node={cluster.names[0]}")
         out["record_json_bytes"] = len(json.dumps(sample)) if sample else None
-        time.sleep(args.settle)
         cluster.check_alive()
         out["window"] = measure_window(cluster, args.window)
         cluster.check_alive()
