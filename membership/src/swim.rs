@@ -700,7 +700,11 @@ impl Membership {
         };
         core.schedule(now + core.config.probe_period, CoreTimer::SeedAnnounce);
         core.schedule(now + core.config.suspect_timeout_max, CoreTimer::Prune);
-        core.schedule(now, CoreTimer::Telemetry);
+        // Agents started together should not refresh and gossip in step.
+        let refresh_ms = core.config.telemetry.refresh_interval.as_millis().max(1) as u64;
+        let phase = Duration::from_millis(core.rng.random_range(0..refresh_ms));
+        core.with_telemetry_mut(|store| store.set_phase(phase));
+        core.schedule(now + phase, CoreTimer::Telemetry);
         core.schedule(now + core.config.push_pull_period, CoreTimer::PushPull);
         Ok(core)
     }
@@ -1209,6 +1213,20 @@ impl Membership {
             });
     }
 
+    /// Whether some member other than this node accused `target` (any
+    /// incarnation of this generation).
+    fn accused_by_others(&self, target: &Identity) -> bool {
+        let me = &self.identity().node_id;
+        self.accusations
+            .range((target.node_id.clone(), target.generation, target.rejoin, 0)..)
+            .take_while(|((node, generation, rejoin, _), _)| {
+                *node == target.node_id
+                    && *generation == target.generation
+                    && *rejoin == target.rejoin
+            })
+            .any(|(_, accusers)| accusers.keys().any(|accuser| accuser != me))
+    }
+
     /// Confirmations of a suspicion: accusers other than this node and the
     /// suspect itself.
     fn confirmations(&self, suspicion: &Suspicion) -> u32 {
@@ -1378,7 +1396,12 @@ impl Membership {
                 Event::MemberDown(identity)
             }
             OwnedNotification::Rename(old, new) => Event::Renamed { old, new },
-            OwnedNotification::Active => Event::Active,
+            OwnedNotification::Active => {
+                // Joined (or rejoined): tell everyone about this node now,
+                // rather than at the next material change or heartbeat.
+                self.with_telemetry_mut(|store| store.publish_soon(now));
+                Event::Active
+            }
             OwnedNotification::Idle => Event::Idle,
             // After leaving, being out of the cluster is the point, not news.
             OwnedNotification::Defunct if self.left => return,
@@ -1413,10 +1436,14 @@ impl Membership {
                 }
                 return;
             }
-            OwnedNotification::ProbeFailed(_, _) => {
+            OwnedNotification::ProbeFailed(_, target) => {
                 self.stats.probes_failed += 1;
                 self.probe = None;
-                if self.config.lifeguard {
+                // A failed probe hints that this node is the slow one, unless
+                // independent members also failed to reach the target: then
+                // the target (or a partition) is the problem, not us. This
+                // stands in for Lifeguard's nacks, which foca does not have.
+                if self.config.lifeguard && !self.accused_by_others(&target) {
                     self.health.worse();
                 }
                 return;

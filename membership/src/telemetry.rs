@@ -103,6 +103,8 @@ pub struct TelemetryCounters {
     pub versions_received: u64,
     /// Records received that were older than or identical to the one held.
     pub stale_received: u64,
+    /// Refreshes that published nothing because nothing changed materially.
+    pub refreshes_unchanged: u64,
     /// Merges where a held record and a different incoming one met and one
     /// of them won.
     pub merge_conflicts_resolved: u64,
@@ -195,6 +197,8 @@ pub struct TelemetryStore {
     counters: TelemetryCounters,
     refresh_at: Duration,
     anti_entropy_at: Duration,
+    /// When the last local version was published.
+    published_at: Option<Duration>,
     /// The last node whose record went into a truncated anti-entropy batch;
     /// the next batch starts after it so no node starves.
     anti_entropy_cursor: Option<NodeId>,
@@ -235,6 +239,7 @@ impl TelemetryStore {
             counters: TelemetryCounters::default(),
             refresh_at: now,
             anti_entropy_at,
+            published_at: None,
             anti_entropy_cursor: None,
         })
     }
@@ -344,9 +349,15 @@ impl TelemetryStore {
             generation: self.generation,
             sequence,
         };
+        let record = self.build_record(version, now);
+        self.publish(record, now)
+    }
+
+    /// The local record as the latest inputs describe it, at `version`.
+    fn build_record(&self, version: Version, now: Duration) -> NodeRecord {
         let unreachable_peers_total =
             u32::try_from(self.unreachable_peers.len()).unwrap_or(u32::MAX);
-        let record = NodeRecord {
+        NodeRecord {
             node_id: self.node_id.clone(),
             version,
             agent_version: self.agent_version.clone(),
@@ -365,7 +376,13 @@ impl TelemetryStore {
                 .cloned()
                 .collect(),
             unreachable_peers_total,
-        };
+        }
+    }
+
+    /// Stores `record` as this node's newest version.
+    fn publish(&mut self, record: NodeRecord, now: Duration) -> Result<Version, TelemetryError> {
+        let version = record.version;
+        let sequence = version.sequence;
         // Every input was validated when set; check the whole again (pair
         // assertion with the check on receipt at every peer).
         record.validate()?;
@@ -390,6 +407,7 @@ impl TelemetryStore {
             },
         );
         self.counters.local_versions += 1;
+        self.published_at = Some(now);
         self.refresh_at = now + self.config.refresh_interval;
         self.check_invariants();
         tracing::trace!(node = %self.node_id, %version, encoded_bytes, "telemetry refreshed");
@@ -584,6 +602,8 @@ impl TelemetryStore {
             tracing::warn!(node = %self.node_id, theirs = %record.version, %ours, "peers hold a newer record of this node; skipping ahead");
             self.sequence = record.version.sequence;
             self.refresh_at = now;
+            // Publish even if our content is the same: ours must overtake.
+            self.published_at = None;
         } else {
             tracing::warn!(node = %self.node_id, theirs = %record.version, %ours, "a newer generation of this node id is running elsewhere");
         }
@@ -888,10 +908,15 @@ impl TelemetryStore {
     /// Does whatever is due at `now`: expires tombstones, refreshes the local
     /// record (returning its delta to broadcast if it fits), and asks for an
     /// anti-entropy round. A refresh that fails (record too large, node
-    /// removed) is logged and retried one interval later.
+    /// removed) is logged and retried one interval later. A refresh with
+    /// nothing material to say publishes nothing (see `worth_publishing`).
     pub fn handle_timeout(&mut self, now: Duration) -> Vec<TelemetryAction> {
         let mut actions = Vec::new();
         self.expire_tombstones(now);
+        if now >= self.refresh_at && !self.worth_publishing(now) {
+            self.counters.refreshes_unchanged += 1;
+            self.refresh_at = now + self.config.refresh_interval;
+        }
         if now >= self.refresh_at {
             match self.refresh(now) {
                 Ok(_) => match self.local_delta(now) {
@@ -912,6 +937,37 @@ impl TelemetryStore {
         }
         debug_assert!(self.poll_timeout() > now, "nothing is left due");
         actions
+    }
+
+    /// Whether a refresh now should publish a new version: the first one,
+    /// a material change, or the heartbeat.
+    fn worth_publishing(&self, now: Duration) -> bool {
+        let Some(published_at) = self.published_at else {
+            return true;
+        };
+        if now.saturating_sub(published_at) >= self.config.heartbeat_interval {
+            return true;
+        }
+        let Some(current) = self.map.record(&self.node_id) else {
+            return true;
+        };
+        self.build_record(current.version, now)
+            .differs_materially(current)
+    }
+
+    /// Publishes a new version at the next timer even if nothing changed
+    /// (the node just joined: its peers have never seen its record).
+    pub fn publish_soon(&mut self, now: Duration) {
+        self.published_at = None;
+        self.refresh_at = self.refresh_at.min(now);
+    }
+
+    /// Shifts this store's timers by `offset` (less than one interval), so
+    /// agents started together do not refresh and exchange in step. The
+    /// driver draws `offset` from its seeded RNG.
+    pub fn set_phase(&mut self, offset: Duration) {
+        self.refresh_at += offset.min(self.config.refresh_interval);
+        self.anti_entropy_at += offset.min(self.config.anti_entropy_interval);
     }
 
     fn check_invariants(&self) {

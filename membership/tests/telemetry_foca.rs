@@ -175,8 +175,14 @@ fn deltas_spread_through_foca_custom_broadcasts() {
     let mut nodes = Vec::new();
     let mut stores = Vec::new();
     for (index, name) in names.iter().enumerate() {
+        // A version every refresh (heartbeat = refresh), so ages stay small
+        // even though nothing changes materially.
+        let config = TelemetryConfig {
+            heartbeat_interval: TelemetryConfig::default().refresh_interval,
+            ..TelemetryConfig::default()
+        };
         let mut store = TelemetryStore::new(
-            TelemetryConfig::default(),
+            config,
             NodeId::new(*name).unwrap(),
             Generation(1),
             "test",

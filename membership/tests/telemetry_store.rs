@@ -151,7 +151,15 @@ fn handle_timeout_refreshes_and_schedules_anti_entropy() {
         [TelemetryAction::Broadcast(_)]
     ));
     assert_eq!(a.poll_timeout(), secs(2));
+    // Nothing changed: no new version, but the anti-entropy round is due.
     let actions = a.handle_timeout(secs(10));
+    assert!(matches!(
+        actions.as_slice(),
+        [TelemetryAction::StartAntiEntropy]
+    ));
+    assert_eq!(a.local_version().unwrap().sequence.0, 1);
+    // Once the heartbeat is due, a new version goes out with the next round.
+    let actions = a.handle_timeout(secs(30));
     assert!(matches!(
         actions.as_slice(),
         [
@@ -506,4 +514,55 @@ fn config_validation_names_the_field() {
         }
     }
     TelemetryConfig::default().validate().unwrap();
+}
+
+#[test]
+fn a_steady_node_publishes_only_material_changes_and_heartbeats() {
+    use shoal_membership::telemetry::TelemetryAction;
+    let config = TelemetryConfig::default();
+    let refresh = config.refresh_interval;
+    let heartbeat = config.heartbeat_interval;
+    let mut store = TelemetryStore::new(
+        config,
+        NodeId::new("db-1").unwrap(),
+        Generation(1),
+        "t",
+        Duration::ZERO,
+    )
+    .unwrap();
+    let host = |cpu: f64| HostMetrics {
+        cpu_percent: cpu,
+        memory_used_bytes: 50,
+        memory_total_bytes: 100,
+        disk_used_bytes: 10,
+        disk_capacity_bytes: 100,
+    };
+    let published = |actions: Vec<TelemetryAction>| {
+        actions
+            .iter()
+            .any(|action| matches!(action, TelemetryAction::Broadcast(_)))
+    };
+    store.set_host_metrics(host(10.0)).unwrap();
+    assert!(
+        published(store.handle_timeout(Duration::ZERO)),
+        "the first record is published"
+    );
+    // Noise below the thresholds: nothing new to say.
+    store.set_host_metrics(host(12.0)).unwrap();
+    assert!(!published(store.handle_timeout(refresh)));
+    assert_eq!(store.local_version().unwrap().sequence.0, 1);
+    // A material change is published at the next refresh.
+    store.set_host_metrics(host(30.0)).unwrap();
+    assert!(published(store.handle_timeout(refresh * 2)));
+    assert_eq!(store.local_version().unwrap().sequence.0, 2);
+    // And with nothing new, a heartbeat version once per heartbeat interval.
+    let mut now = refresh * 2;
+    let mut versions = 0;
+    while now < refresh * 2 + heartbeat {
+        now += refresh;
+        if published(store.handle_timeout(now)) {
+            versions += 1;
+        }
+    }
+    assert_eq!(versions, 1, "one heartbeat in one heartbeat interval");
 }

@@ -28,12 +28,21 @@ pub const ANTI_ENTROPY_BYTES_LIMIT: usize = 64 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// How often the local record is rebuilt and broadcast.
-    /// Default 2 s; 100 ms..=1 h. Lower it for fresher alerts and placement
-    /// input at the cost of broadcast bandwidth (every refresh is one delta
-    /// sent about log(N) times); raise it on very large clusters.
+    /// How often the local record is rebuilt from the latest inputs. A new
+    /// version is published only if it differs materially from the last one
+    /// (see [`NodeRecord::differs_materially`]) or `heartbeat_interval` has
+    /// passed, so a steady node costs almost nothing. Default 2 s;
+    /// 100 ms..=1 h. Lower it for fresher alerts and placement input.
+    ///
+    /// [`NodeRecord::differs_materially`]: super::NodeRecord::differs_materially
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
+
+    /// A new version is published at least this often even when nothing
+    /// changed materially (fresh positions and ages for the controllers).
+    /// Default 30 s; at least `refresh_interval`, at most 1 h.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
 
     /// Largest encoded record, bytes. A local refresh that would exceed it is
     /// refused (the previous record stays) and a peer's record over it is
@@ -92,6 +101,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             refresh_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(30),
             record_bytes_max: 32 << 10,
             delta_bytes_max: 1000,
             anti_entropy_interval: Duration::from_secs(10),
@@ -119,6 +129,16 @@ impl TelemetryConfig {
             Duration::from_secs(3600),
         ) {
             return invalid("refresh_interval", "must be 100ms..=1h".to_owned());
+        }
+        if !range(
+            self.heartbeat_interval,
+            self.refresh_interval,
+            Duration::from_secs(3600),
+        ) {
+            return invalid(
+                "heartbeat_interval",
+                "must be refresh_interval..=1h".to_owned(),
+            );
         }
         if !(DELTA_BYTES_MIN..=DELTA_BYTES_LIMIT).contains(&self.delta_bytes_max) {
             return invalid(

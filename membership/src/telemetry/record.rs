@@ -323,7 +323,92 @@ pub struct NodeRecord {
     pub unreachable_peers_total: u32,
 }
 
+/// Relative change of a rate or latency that counts as material (10 %).
+pub const MATERIAL_RELATIVE_CHANGE: f64 = 0.10;
+/// Change of CPU use that counts as material, in percentage points.
+pub const MATERIAL_CPU_POINTS: f64 = 5.0;
+/// Change of memory or disk use that counts as material, in percent of the total.
+pub const MATERIAL_USAGE_PERCENT: f64 = 1.0;
+
+/// Whether `new` differs from `old` by more than `MATERIAL_RELATIVE_CHANGE`,
+/// ignoring differences below `floor` (noise around zero).
+fn rate_changed(old: f64, new: f64, floor: f64) -> bool {
+    let delta = (new - old).abs();
+    delta > floor && delta > MATERIAL_RELATIVE_CHANGE * old.abs().max(new.abs())
+}
+
+fn host_changed(old: &HostMetrics, new: &HostMetrics) -> bool {
+    let usage_changed = |old_used: u64, new_used: u64, total: u64| {
+        let delta = old_used.abs_diff(new_used) as f64;
+        total > 0 && delta * 100.0 / total as f64 >= MATERIAL_USAGE_PERCENT
+    };
+    (old.cpu_percent - new.cpu_percent).abs() >= MATERIAL_CPU_POINTS
+        || old.memory_total_bytes != new.memory_total_bytes
+        || old.disk_capacity_bytes != new.disk_capacity_bytes
+        || usage_changed(
+            old.memory_used_bytes,
+            new.memory_used_bytes,
+            new.memory_total_bytes,
+        )
+        || usage_changed(
+            old.disk_used_bytes,
+            new.disk_used_bytes,
+            new.disk_capacity_bytes,
+        )
+}
+
+fn report_changed(old: &DatabaseReport, new: &DatabaseReport) -> bool {
+    let shards_changed = old.shards.len() != new.shards.len()
+        || old
+            .shards
+            .iter()
+            .zip(&new.shards)
+            .any(|((old_id, old), (new_id, new))| {
+                old_id != new_id
+                    || old.role != new.role
+                    || old.epoch != new.epoch
+                    || rate_changed(old.qps, new.qps, 1.0)
+                    || rate_changed(old.size_bytes as f64, new.size_bytes as f64, 1_048_576.0)
+            });
+    shards_changed
+        || old.schema_versions != new.schema_versions
+        || rate_changed(old.qps, new.qps, 1.0)
+        || rate_changed(old.latency_p50_us as f64, new.latency_p50_us as f64, 100.0)
+        || rate_changed(old.latency_p99_us as f64, new.latency_p99_us as f64, 100.0)
+        || rate_changed(
+            old.replication_lag_ms as f64,
+            new.replication_lag_ms as f64,
+            100.0,
+        )
+}
+
 impl NodeRecord {
+    /// Whether this record says something materially different from `older`
+    /// (the node's previous record): anything discrete (peers found
+    /// unreachable, shard set, roles, epochs, schema versions, agent version)
+    /// changed, or a measurement moved by more than its threshold (10 % for
+    /// rates and latencies, 5 CPU points, 1 % of memory or disk). Applied
+    /// positions and report ages alone are not material: they travel with the
+    /// next material change or heartbeat.
+    pub fn differs_materially(&self, older: &NodeRecord) -> bool {
+        let database_changed = match (&older.database, &self.database) {
+            (None, None) => false,
+            (Some(old), Some(new)) => report_changed(&old.report, &new.report),
+            _ => true,
+        };
+        let host_differs = match (&older.host, &self.host) {
+            (None, None) => false,
+            (Some(old), Some(new)) => host_changed(old, new),
+            _ => true,
+        };
+        self.node_id != older.node_id
+            || self.agent_version != older.agent_version
+            || self.unreachable_peers != older.unreachable_peers
+            || self.unreachable_peers_total != older.unreachable_peers_total
+            || host_differs
+            || database_changed
+    }
+
     /// Checks every rule a record must satisfy, whoever wrote it. Used when
     /// the local agent builds its record and again on every record received,
     /// so a buggy or hostile peer cannot plant a NaN or an unbounded list.
