@@ -160,6 +160,8 @@ impl SledStorage {
         let metadata = snapshot.get_metadata();
         let path = snapshot_file(&self.snapshot_dir, metadata.index, metadata.term);
         write_durably(&path, &snapshot.data)?;
+        // The same snapshot may come back after being superseded: keep it.
+        self.stale_snapshots.retain(|stale| *stale != path);
         let previous = self.live.snapshot.get_metadata();
         if previous.index > 0 {
             let old = snapshot_file(&self.snapshot_dir, previous.index, previous.term);
@@ -270,7 +272,12 @@ impl LogStore for SledStorage {
                 sync_dir(&blobs)?;
             }
         }
+        let current = self.live.snapshot.get_metadata();
+        let current = snapshot_file(&self.snapshot_dir, current.index, current.term);
         for stale in std::mem::take(&mut self.stale_snapshots) {
+            if stale == current {
+                continue;
+            }
             if let Err(err) = std::fs::remove_file(&stale) {
                 tracing::debug!(path = %stale.display(), %err, "stale snapshot not removed");
             }
