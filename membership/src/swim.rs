@@ -34,6 +34,9 @@ use crate::{Generation, Identity, NodeId};
 /// wait for the next call. Guards against a timer that keeps rescheduling
 /// itself at `now`.
 pub const TIMERS_PER_CALL_MAX: usize = 10_000;
+/// Most a poor local health stretches a suspicion timeout (probe timeouts
+/// stretch up to `1 + health_max`).
+pub const SUSPICION_STRETCH_MAX: u32 = 2;
 /// Most accusers remembered per suspected member and incarnation.
 pub const ACCUSERS_PER_SUSPECT_MAX: usize = 16;
 /// Most (suspect, incarnation) pairs with accusations remembered; past it
@@ -594,6 +597,10 @@ pub struct Membership {
     rng: ChaCha8Rng,
     /// Whether [`Membership::leave`] was called.
     left: bool,
+    /// foca's newest timer token (see `schedule_foca_timer`).
+    foca_token: Option<TimerToken>,
+    /// Since when each member has been suspect in this node's view.
+    suspect_since: BTreeMap<NodeId, Duration>,
     stats: Stats,
     now: Duration,
 }
@@ -695,6 +702,8 @@ impl Membership {
             streams: VecDeque::new(),
             rng: ChaCha8Rng::seed_from_u64(rng_seed ^ 0x7E1E_3E7B),
             left: false,
+            foca_token: None,
+            suspect_since: BTreeMap::new(),
             stats: Stats::default(),
             now,
         };
@@ -927,9 +936,11 @@ impl Membership {
 
     fn fire(&mut self, now: Duration, timer: CoreTimer) {
         match timer {
-            CoreTimer::Foca(timer) => {
-                if matches!(timer, Timer::ChangeSuspectToDown { .. }) {
+            CoreTimer::Foca(mut timer) => {
+                if let Timer::ChangeSuspectToDown { token, .. } = &mut timer {
                     self.stats.suspicions_expired += 1;
+                    // See check_suspicion: the suspicion outlives token changes.
+                    *token = self.foca_token.unwrap_or(*token);
                 }
                 if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                     tracing::debug!(%error, "foca timer");
@@ -1034,10 +1045,12 @@ impl Membership {
         {
             return false;
         }
-        // Our own row, as others see it, is for foca to refute, not to adopt.
-        let me = self.identity().node_id.clone();
-        let updates = table.into_iter().filter(|member| member.id().node_id != me);
-        if let Err(error) = self.foca.apply_many(updates, false, &mut self.runtime) {
+        // Rows about this node go to foca too: a stale suspicion of us that
+        // gossip stopped repeating reaches us here, and foca refutes it.
+        if let Err(error) = self
+            .foca
+            .apply_many(table.into_iter(), false, &mut self.runtime)
+        {
             tracing::debug!(%error, "push-pull merge");
         }
         self.drain_runtime(now);
@@ -1191,8 +1204,59 @@ impl Membership {
     }
 
     /// Forgets accusations older than the longest suspicion, and when-heard
-    /// times of members foca no longer knows.
+    /// times of members foca no longer knows. Also settles suspicions that no
+    /// one is timing: a member this node learned was suspect (by gossip)
+    /// whose accuser's verdict never arrived stays suspect until someone
+    /// decides; after twice the longest suspicion this node starts its own.
     fn prune(&mut self, now: Duration) {
+        let suspects: Vec<Identity> = self
+            .foca
+            .iter_membership_state()
+            .filter(|member| member.state() == State::Suspect)
+            .map(|member| member.id().clone())
+            .collect();
+        self.suspect_since
+            .retain(|node, _| suspects.iter().any(|suspect| suspect.node_id == *node));
+        // Deadlines move with local health: one that came closer (health
+        // recovered, e.g. after a partition healed) is checked again now.
+        let deadlines: Vec<(NodeId, Duration)> = self
+            .suspicions
+            .iter()
+            .map(|(node, suspicion)| (node.clone(), self.suspicion_deadline(suspicion)))
+            .collect();
+        for (node, deadline) in deadlines {
+            self.schedule(deadline.max(now), CoreTimer::SuspicionCheck(node));
+        }
+        // Longer than any suspicion this node times itself without stretch.
+        let stale_after = self.config.suspect_timeout_max + self.config.suspect_timeout_min;
+        for suspect in suspects {
+            let since = *self
+                .suspect_since
+                .entry(suspect.node_id.clone())
+                .or_insert(now);
+            if now.saturating_sub(since) < stale_after
+                || self.suspicions.contains_key(&suspect.node_id)
+            {
+                continue;
+            }
+            let incarnation = self
+                .foca
+                .iter_membership_state()
+                .find(|member| member.id() == &suspect)
+                .map_or(0, foca::Member::incarnation);
+            tracing::debug!(member = %suspect.node_id, "settling a suspicion no one is timing");
+            self.suspect_since.remove(&suspect.node_id);
+            self.stats.suspicions_expired += 1;
+            // Declared down: a live member hears it and rejoins at once.
+            let timer = Timer::ChangeSuspectToDown {
+                member_id: suspect,
+                incarnation,
+                token: self.foca_token.unwrap_or(0),
+            };
+            if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
+                tracing::debug!(%error, "settle stale suspicion");
+            }
+        }
         let horizon = now.saturating_sub(self.health.scale(self.config.suspect_timeout_max) * 2);
         self.accusations.retain(|_, accusers| {
             accusers.retain(|_, at| *at >= horizon);
@@ -1255,7 +1319,11 @@ impl Membership {
             self.confirmations(suspicion),
             expected,
         );
-        suspicion.started_at + self.health.scale(timeout)
+        // Local health stretches suspicions too, but at most twofold: a node
+        // that was cut off (every probe failed) must still settle its
+        // suspicions soon after the partition heals.
+        suspicion.started_at
+            + timeout.saturating_mul((1 + self.health.score()).min(SUSPICION_STRETCH_MAX))
     }
 
     fn check_suspicion(&mut self, now: Duration, node_id: &NodeId) {
@@ -1269,10 +1337,14 @@ impl Membership {
         }
         let suspicion = self.suspicions.remove(node_id).expect("present above");
         self.stats.suspicions_expired += 1;
+        // foca ignores a timer whose token is stale (its connection state
+        // changed since, e.g. through a partition); the suspicion is still
+        // ours to settle, and foca only acts if the member is still suspect
+        // at that incarnation, so the newest token is safe to use.
         let timer = Timer::ChangeSuspectToDown {
             member_id: suspicion.member,
             incarnation: suspicion.incarnation,
-            token: suspicion.token,
+            token: self.foca_token.unwrap_or(suspicion.token),
         };
         if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
             tracing::debug!(%error, "suspect to down");
@@ -1347,6 +1419,17 @@ impl Membership {
 
     fn schedule_foca_timer(&mut self, now: Duration, after: Duration, timer: Timer<Identity>) {
         let lifeguard = self.config.lifeguard;
+        // foca changes its timer token when its connection state changes;
+        // remember the newest, for suspicions that outlive such a change.
+        match &timer {
+            Timer::ProbeRandomMember(token)
+            | Timer::PeriodicAnnounce(token)
+            | Timer::PeriodicAnnounceDown(token)
+            | Timer::PeriodicGossip(token)
+            | Timer::SendIndirectProbe { token, .. }
+            | Timer::ChangeSuspectToDown { token, .. } => self.foca_token = Some(*token),
+            Timer::RemoveDown(_) => {}
+        }
         match timer {
             Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } if lifeguard => {
                 self.schedule(now + self.health.scale(after), CoreTimer::Foca(timer));

@@ -98,6 +98,9 @@ impl<S: LogStore> NodeCore<S> {
 
     /// Called every Raft tick while this seed has no group.
     pub(super) fn bootstrap_step(&mut self, now: Duration) {
+        if !matches!(self.bootstrap, Bootstrap::Waiting { .. }) {
+            return;
+        }
         let candidates = self.seed_candidates();
         let expect = self.config.bootstrap_expect;
         let me = self.node_id.clone();
