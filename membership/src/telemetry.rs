@@ -154,6 +154,17 @@ impl<T> From<Option<&T>> for DeltaSource {
     }
 }
 
+/// Whether a refresh publishes a new local version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publish {
+    /// Nothing material changed and the heartbeat is not due.
+    No,
+    /// The first record, or a material change: publish and broadcast.
+    Change,
+    /// Only the heartbeat: publish; anti-entropy spreads it.
+    Heartbeat,
+}
+
 /// What the driver must do after [`TelemetryStore::handle_timeout`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TelemetryAction {
@@ -913,12 +924,20 @@ impl TelemetryStore {
     pub fn handle_timeout(&mut self, now: Duration) -> Vec<TelemetryAction> {
         let mut actions = Vec::new();
         self.expire_tombstones(now);
-        if now >= self.refresh_at && !self.worth_publishing(now) {
+        let publish = if now >= self.refresh_at {
+            self.worth_publishing(now)
+        } else {
+            Publish::No
+        };
+        if publish == Publish::No && now >= self.refresh_at {
             self.counters.refreshes_unchanged += 1;
             self.refresh_at = now + self.config.refresh_interval;
         }
-        if now >= self.refresh_at {
+        if publish != Publish::No {
             match self.refresh(now) {
+                // A heartbeat only refreshes ages and positions: it spreads by
+                // anti-entropy, so a steady cluster costs no gossip at all.
+                Ok(_) if publish == Publish::Heartbeat => {}
                 Ok(_) => match self.local_delta(now) {
                     Ok(delta) => actions.push(TelemetryAction::Broadcast(delta)),
                     Err(error) => {
@@ -939,20 +958,24 @@ impl TelemetryStore {
         actions
     }
 
-    /// Whether a refresh now should publish a new version: the first one,
-    /// a material change, or the heartbeat.
-    fn worth_publishing(&self, now: Duration) -> bool {
-        let Some(published_at) = self.published_at else {
-            return true;
+    /// Whether a refresh now should publish a new version, and how: the
+    /// first one and material changes are broadcast; a heartbeat is not.
+    fn worth_publishing(&self, now: Duration) -> Publish {
+        let (Some(published_at), Some(current)) =
+            (self.published_at, self.map.record(&self.node_id))
+        else {
+            return Publish::Change;
         };
-        if now.saturating_sub(published_at) >= self.config.heartbeat_interval {
-            return true;
-        }
-        let Some(current) = self.map.record(&self.node_id) else {
-            return true;
-        };
-        self.build_record(current.version, now)
+        if self
+            .build_record(current.version, now)
             .differs_materially(current)
+        {
+            Publish::Change
+        } else if now.saturating_sub(published_at) >= self.config.heartbeat_interval {
+            Publish::Heartbeat
+        } else {
+            Publish::No
+        }
     }
 
     /// Publishes a new version at the next timer even if nothing changed
