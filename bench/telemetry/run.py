@@ -507,7 +507,10 @@ def run_cluster(args, binary, workdir, tls_dir, config_name, telemetry_toml, n, 
             reps = []
             for rep in range(args.updates):
                 source = rng.randrange(n)
-                value = round(rng.uniform(1e6, 2e6), 3)
+                # A material change (agents broadcast only changes of more
+                # than 10 %; smaller ones wait for the heartbeat and travel by
+                # anti-entropy): every value is 1.5-3x the last one's range.
+                value = round(rng.uniform(1e6, 2e6) * (3.0 ** rep), 3)
                 result = measure_visibility(cluster, source, value, args.shards, args.poll, args.visibility_timeout)
                 reps.append(result)
                 log(f"{label}: update {rep + 1} at {result['source']}: published "
