@@ -502,7 +502,18 @@ async fn config_set(
         value: body.value,
         expected_version: body.expected_version,
     };
-    let (index, outcome) = write(&handle, &headers, actor, op).await?;
+    write_config(&handle, &headers, actor, key, op).await
+}
+
+/// Writes a config change and answers with the key's new version.
+async fn write_config(
+    handle: &Handle,
+    headers: &HeaderMap,
+    actor: Actor,
+    key: String,
+    op: Op,
+) -> Result<Versioned, ApiError> {
+    let (index, outcome) = write(handle, headers, actor, op).await?;
     let version = match outcome {
         Outcome::ConfigSet { version } => Some(version),
         _ => None,
@@ -531,15 +542,7 @@ async fn config_rollback(
         key: key.clone(),
         version: body.version,
     };
-    let (index, outcome) = write(&handle, &headers, actor, op).await?;
-    let version = match outcome {
-        Outcome::ConfigSet { version } => Some(version),
-        _ => None,
-    };
-    Ok(written(
-        index,
-        json!({"key": key, "version": version, "index": index.0}),
-    ))
+    write_config(&handle, &headers, actor, key, op).await
 }
 
 #[derive(Debug, Default, Deserialize)]
