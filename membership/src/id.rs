@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +18,12 @@ pub const NODE_ID_LEN_MAX: usize = 64;
 /// Valid ids are 1..=[`NODE_ID_LEN_MAX`] bytes of ASCII letters, digits, `-`,
 /// `_` and `.`; they are also used as TLS certificate names, file names and
 /// URL path segments, so nothing else is allowed.
+///
+/// Cheap to clone (a shared string): foca clones a member's address key on
+/// every comparison, and members are compared on every packet.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// Checks `id` and wraps it.
@@ -31,7 +35,7 @@ impl NodeId {
         if id.is_empty() || id.len() > NODE_ID_LEN_MAX || !valid_chars || id.starts_with('.') {
             return Err(InvalidNodeId(id));
         }
-        Ok(Self(id))
+        Ok(Self(Arc::from(id)))
     }
 
     /// The id as a string slice.
