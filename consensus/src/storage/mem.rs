@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
-use super::{LogState, LogStore, WriteOp, impl_raft_storage};
+use super::{LogState, LogStore, WriteOp, impl_raft_storage, log_store_writes};
 use crate::error::Error;
 
 /// Most writes journaled between two syncs; a node syncs after every `Ready`, so
@@ -85,25 +85,7 @@ impl MemStorage {
 impl_raft_storage!(MemStorage, |this| this.lock().live, note_snapshot_request);
 
 impl LogStore for MemStorage {
-    fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
-        self.write(WriteOp::Append(entries.to_vec()))
-    }
-
-    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Error> {
-        self.write(WriteOp::SetHardState(hard_state.clone()))
-    }
-
-    fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), Error> {
-        self.write(WriteOp::SetConfState(conf_state.clone()))
-    }
-
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
-        self.write(WriteOp::InstallSnapshot(snapshot.clone()))
-    }
-
-    fn save_snapshot(&mut self, snapshot: &Snapshot, compact_index: u64) -> Result<(), Error> {
-        self.write(WriteOp::SaveSnapshot(snapshot.clone(), compact_index))
-    }
+    log_store_writes!();
 
     fn sync(&mut self) -> Result<(), Error> {
         let mut inner = self.lock();

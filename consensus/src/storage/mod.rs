@@ -353,5 +353,34 @@ macro_rules! impl_raft_storage {
 }
 pub(crate) use impl_raft_storage;
 
+/// The [`LogStore`] writes of a store that funnels every write through its own
+/// `fn write(&mut self, op: WriteOp) -> Result<(), Error>` (both stores do; they
+/// differ only in where `write` puts the change and in `sync`).
+macro_rules! log_store_writes {
+    () => {
+        fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
+            self.write(WriteOp::Append(entries.to_vec()))
+        }
+
+        fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Error> {
+            self.write(WriteOp::SetHardState(hard_state.clone()))
+        }
+
+        fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), Error> {
+            self.write(WriteOp::SetConfState(conf_state.clone()))
+        }
+
+        fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+            self.write(WriteOp::InstallSnapshot(snapshot.clone()))
+        }
+
+        fn save_snapshot(&mut self, snapshot: &Snapshot, compact_index: u64) -> Result<(), Error> {
+            self.write(WriteOp::SaveSnapshot(snapshot.clone(), compact_index))
+        }
+    };
+}
+
+pub(crate) use log_store_writes;
+
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
-use super::{LogState, LogStore, WriteOp, impl_raft_storage};
+use super::{LogState, LogStore, WriteOp, impl_raft_storage, log_store_writes};
 use crate::error::Error;
 
 const META_KEY: &[u8] = b"m";
@@ -234,25 +234,7 @@ impl SledStorage {
 impl_raft_storage!(SledStorage, |this| this.live, note_snapshot_request);
 
 impl LogStore for SledStorage {
-    fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
-        self.write(WriteOp::Append(entries.to_vec()))
-    }
-
-    fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), Error> {
-        self.write(WriteOp::SetHardState(hard_state.clone()))
-    }
-
-    fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), Error> {
-        self.write(WriteOp::SetConfState(conf_state.clone()))
-    }
-
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
-        self.write(WriteOp::InstallSnapshot(snapshot.clone()))
-    }
-
-    fn save_snapshot(&mut self, snapshot: &Snapshot, compact_index: u64) -> Result<(), Error> {
-        self.write(WriteOp::SaveSnapshot(snapshot.clone(), compact_index))
-    }
+    log_store_writes!();
 
     fn sync(&mut self) -> Result<(), Error> {
         self.db.flush().map_err(Error::storage)?;
