@@ -19,7 +19,7 @@
 //! No clock: `now` is the driver's monotonic time, and `since` in an
 //! [`ActiveAlert`] is on that same clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -167,6 +167,16 @@ pub struct AlertConfig {
 }
 
 impl AlertConfig {
+    /// How long `rule`'s condition must hold before it fires.
+    fn for_at_least(&self, rule: AlertRule) -> Duration {
+        match rule {
+            AlertRule::CpuHigh => self.cpu_high.for_at_least,
+            AlertRule::DiskFull => self.disk_full.for_at_least,
+            AlertRule::ReplicationLag => self.replication_lag.for_at_least,
+            AlertRule::LatencyP99Baseline => self.latency_p99_baseline.for_at_least,
+        }
+    }
+
     /// Checks every threshold; the error names the first bad field
     /// (`cpu_high.cpu_percent_max`).
     pub fn validate(&self) -> Result<(), TelemetryError> {
@@ -325,10 +335,26 @@ struct NodeState {
 /// Evaluates the alert rules over a sequence of maps. Holds, per node, the
 /// p99 baseline and since when each condition has held; nodes that leave the
 /// map are forgotten.
+///
+/// Incremental: a record that did not change since the last evaluation
+/// gives the same verdicts as then, so only the records the map's journal
+/// lists as changed are looked at, and a condition that has held long
+/// enough turns into an alert through a queue of deadlines. An evaluation
+/// costs O(changes · log n + alerts), not O(n): every agent evaluates the
+/// whole cluster's map every second. Feed it one map (the agent's); given
+/// another map, or one whose journal no longer reaches back far enough, it
+/// walks every record, which gives the same answer.
 #[derive(Clone, Debug)]
 pub struct AlertEvaluator {
     config: AlertConfig,
     nodes: BTreeMap<NodeId, NodeState>,
+    /// The map's change number at the last evaluation.
+    seen_change: u64,
+    /// Conditions holding but not yet for long enough, by the time they
+    /// fire: `(since + for_at_least, node, rule)`.
+    pending: BTreeSet<(Duration, NodeId, AlertRule)>,
+    /// Alerts firing, ordered by node then rule.
+    active: BTreeMap<(NodeId, AlertRule), ActiveAlert>,
 }
 
 impl AlertEvaluator {
@@ -338,6 +364,9 @@ impl AlertEvaluator {
         Ok(Self {
             config,
             nodes: BTreeMap::new(),
+            seen_change: 0,
+            pending: BTreeSet::new(),
+            active: BTreeMap::new(),
         })
     }
 
@@ -357,41 +386,122 @@ impl AlertEvaluator {
     /// map may have changed or time passed (e.g. every refresh interval);
     /// `now` must not go backwards.
     pub fn evaluate(&mut self, map: &TelemetryMap, now: Duration) -> Vec<ActiveAlert> {
-        self.nodes
-            .retain(|node_id, _| map.record(node_id).is_some());
-        let mut active = Vec::new();
-        for record in map.records() {
-            let state = self.nodes.entry(record.node_id.clone()).or_default();
-            if state.last_version != Some(record.version) {
-                observe_latency(&self.config.latency_p99_baseline, state, record);
-                state.last_version = Some(record.version);
+        self.evaluate_from(map, now, self.seen_change)
+    }
+
+    /// [`AlertEvaluator::evaluate`] looking at every record, changed or not:
+    /// the same answer, at O(n) cost. The model the incremental path is
+    /// tested against.
+    pub fn evaluate_all(&mut self, map: &TelemetryMap, now: Duration) -> Vec<ActiveAlert> {
+        // No map can list its changes since a change it has not made yet.
+        self.evaluate_from(map, now, u64::MAX)
+    }
+
+    fn evaluate_from(
+        &mut self,
+        map: &TelemetryMap,
+        now: Duration,
+        seen_change: u64,
+    ) -> Vec<ActiveAlert> {
+        let changed: Vec<NodeId> = match map.changed_since(seen_change) {
+            Some(changed) => changed.cloned().collect(),
+            None => self
+                .nodes
+                .keys()
+                .chain(map.records().map(|record| &record.node_id))
+                .cloned()
+                .collect::<BTreeSet<NodeId>>()
+                .into_iter()
+                .collect(),
+        };
+        self.seen_change = map.last_change();
+        for node_id in changed {
+            match map.record(&node_id) {
+                Some(record) => self.observe(record, now),
+                None => self.forget(&node_id),
             }
-            for observation in observations(&self.config, state, record) {
-                let Some(Exceeded { value, threshold }) = observation.exceeded else {
-                    state.breaches.remove(&observation.rule);
-                    continue;
-                };
-                let breach = state.breaches.entry(observation.rule).or_insert(Breach {
-                    since: now,
-                    value,
-                    threshold,
-                });
-                debug_assert!(breach.since <= now, "now went backwards");
-                breach.value = value;
-                breach.threshold = threshold;
-                if now.saturating_sub(breach.since) >= observation.for_at_least {
-                    active.push(ActiveAlert {
+        }
+        while let Some(first) = self.pending.first()
+            && first.0 <= now
+        {
+            let (_, node_id, rule) = self.pending.pop_first().expect("checked above");
+            let breach = self.nodes[&node_id].breaches[&rule];
+            self.active.insert(
+                (node_id.clone(), rule),
+                ActiveAlert {
+                    rule,
+                    node_id,
+                    value: breach.value,
+                    threshold: breach.threshold,
+                    since: breach.since,
+                },
+            );
+        }
+        debug_assert!(self.nodes.len() == map.len());
+        self.active.values().cloned().collect()
+    }
+
+    /// Takes the verdicts of every rule on a new or changed record.
+    fn observe(&mut self, record: &NodeRecord, now: Duration) {
+        let state = self.nodes.entry(record.node_id.clone()).or_default();
+        if state.last_version != Some(record.version) {
+            observe_latency(&self.config.latency_p99_baseline, state, record);
+            state.last_version = Some(record.version);
+        }
+        for observation in observations(&self.config, state, record) {
+            let key = (record.node_id.clone(), observation.rule);
+            let Some(Exceeded { value, threshold }) = observation.exceeded else {
+                if let Some(breach) = state.breaches.remove(&observation.rule) {
+                    self.active.remove(&key);
+                    self.pending.remove(&(
+                        breach.since.saturating_add(observation.for_at_least),
+                        key.0,
+                        key.1,
+                    ));
+                }
+                continue;
+            };
+            let breach = state.breaches.entry(observation.rule).or_insert(Breach {
+                since: now,
+                value,
+                threshold,
+            });
+            debug_assert!(breach.since <= now, "now went backwards");
+            breach.value = value;
+            breach.threshold = threshold;
+            let fires_at = breach.since.saturating_add(observation.for_at_least);
+            if fires_at <= now {
+                self.pending.remove(&(fires_at, key.0.clone(), key.1));
+                self.active.insert(
+                    key,
+                    ActiveAlert {
                         rule: observation.rule,
                         node_id: record.node_id.clone(),
                         value,
                         threshold,
                         since: breach.since,
-                    });
-                }
+                    },
+                );
+            } else {
+                self.pending.insert((fires_at, key.0, key.1));
             }
         }
-        debug_assert!(self.nodes.len() == map.len());
-        active
+    }
+
+    /// Forgets a node whose record left the map, with its alerts.
+    fn forget(&mut self, node_id: &NodeId) {
+        let Some(state) = self.nodes.remove(node_id) else {
+            return;
+        };
+        for (rule, breach) in state.breaches {
+            self.active.remove(&(node_id.clone(), rule));
+            let for_at_least = self.config.for_at_least(rule);
+            self.pending.remove(&(
+                breach.since.saturating_add(for_at_least),
+                node_id.clone(),
+                rule,
+            ));
+        }
     }
 }
 

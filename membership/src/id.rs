@@ -19,11 +19,30 @@ pub const NODE_ID_LEN_MAX: usize = 64;
 /// `_` and `.`; they are also used as TLS certificate names, file names and
 /// URL path segments, so nothing else is allowed.
 ///
-/// Cheap to clone (a shared string): foca clones a member's address key on
-/// every comparison, and members are compared on every packet.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct NodeId(Arc<str>);
+/// Cheap to clone and to compare: ids of up to [`NODE_ID_INLINE_LEN`] bytes
+/// (all the usual `db-07`s) are stored inline and compared as one 128-bit
+/// integer, longer ones are a shared string. foca finds a member by
+/// comparing address keys (our node ids) along its whole member list for
+/// every update it applies, so at 1,000 members this comparison is the
+/// hottest code in the agent. On the wire a node id is a plain string.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(Repr);
+
+/// Longest node id stored inline (without a heap allocation).
+pub const NODE_ID_INLINE_LEN: usize = 16;
+
+/// The two representations of a [`NodeId`]. Canonical, so the derived
+/// equality and hash are right: an id is `Inline` exactly when it is at most
+/// [`NODE_ID_INLINE_LEN`] bytes and has no NUL byte (the zero padding must
+/// not be mistaken for content; valid ids never contain NUL, but ids decoded
+/// from the wire are not validated).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    /// The id's bytes followed by zeros.
+    Inline([u8; NODE_ID_INLINE_LEN]),
+    /// Anything else.
+    Shared(Arc<str>),
+}
 
 impl NodeId {
     /// Checks `id` and wraps it.
@@ -35,18 +54,86 @@ impl NodeId {
         if id.is_empty() || id.len() > NODE_ID_LEN_MAX || !valid_chars || id.starts_with('.') {
             return Err(InvalidNodeId(id));
         }
-        Ok(Self(Arc::from(id)))
+        Ok(Self::from_str_unchecked(&id))
+    }
+
+    /// Wraps `id` without checking the rules (for ids decoded from the wire,
+    /// which were never validated here either).
+    fn from_str_unchecked(id: &str) -> Self {
+        if id.len() <= NODE_ID_INLINE_LEN && !id.as_bytes().contains(&0) {
+            let mut bytes = [0; NODE_ID_INLINE_LEN];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            Self(Repr::Inline(bytes))
+        } else {
+            Self(Repr::Shared(Arc::from(id)))
+        }
     }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Inline(bytes) => {
+                let len = bytes
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(NODE_ID_INLINE_LEN);
+                std::str::from_utf8(&bytes[..len]).expect("copied from a str, cut at a NUL")
+            }
+            Repr::Shared(id) => id,
+        }
+    }
+}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            // Zero padding sorts before every byte an id may hold, so the
+            // big-endian integers order exactly as the strings do.
+            (Repr::Inline(mine), Repr::Inline(theirs)) => {
+                u128::from_be_bytes(*mine).cmp(&u128::from_be_bytes(*theirs))
+            }
+            _ => self.as_str().cmp(other.as_str()),
+        }
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("NodeId").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node id string")
+            }
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<NodeId, E> {
+                Ok(NodeId::from_str_unchecked(id))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -230,6 +317,43 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(NodeId::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Inline and shared ids order, compare and encode exactly like the
+    /// strings they hold.
+    #[test]
+    fn node_id_representations_agree_with_strings() {
+        let ids = [
+            "a",
+            "a-",
+            "a\0",
+            "ab",
+            "db-07",
+            "db-070",
+            "db-7",
+            "z",
+            "seed-1",
+            "exactly-16-bytes",
+            "exactly-16-bytez",
+            "seventeen-bytes-x",
+            "seventeen-bytes-y",
+            &"x".repeat(64),
+        ];
+        let wrap = |id: &str| NodeId::from_str_unchecked(id);
+        for a in ids {
+            assert_eq!(wrap(a).as_str(), a);
+            let bytes = rmp_serde::to_vec(&wrap(a)).unwrap();
+            assert_eq!(
+                bytes,
+                rmp_serde::to_vec(a).unwrap(),
+                "{a:?} encodes as a string"
+            );
+            assert_eq!(rmp_serde::from_slice::<NodeId>(&bytes).unwrap(), wrap(a));
+            for b in ids {
+                assert_eq!(wrap(a).cmp(&wrap(b)), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(wrap(a) == wrap(b), a == b, "{a:?} == {b:?}");
+            }
         }
     }
 }

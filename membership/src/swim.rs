@@ -601,6 +601,12 @@ pub struct Membership {
     foca_token: Option<TimerToken>,
     /// Since when each member has been suspect in this node's view.
     suspect_since: BTreeMap<NodeId, Duration>,
+    /// Active members (alive or suspect) by node id, kept from foca's
+    /// notifications: foca's own list is a vector walked from end to end,
+    /// and the agent asks for seeds and addresses every Raft tick.
+    active: BTreeMap<NodeId, Identity>,
+    /// The node ids in `active`, by role.
+    active_by_role: BTreeMap<crate::Role, BTreeSet<NodeId>>,
     stats: Stats,
     now: Duration,
 }
@@ -704,6 +710,8 @@ impl Membership {
             left: false,
             foca_token: None,
             suspect_since: BTreeMap::new(),
+            active: BTreeMap::new(),
+            active_by_role: BTreeMap::new(),
             stats: Stats::default(),
             now,
         };
@@ -872,6 +880,35 @@ impl Membership {
             .map(|member| (member.id().addr, member_state(member.state())))
     }
 
+    /// Where an active (alive or suspect) member listens, in O(log n).
+    pub fn active_addr(&self, node_id: &NodeId) -> Option<SocketAddr> {
+        if *node_id == self.identity().node_id {
+            return Some(self.identity().addr);
+        }
+        self.active.get(node_id).map(|identity| identity.addr)
+    }
+
+    /// The node ids of active (alive or suspect) members with `role`, this
+    /// node included if it has that role, ordered by node id. Unlike
+    /// [`Membership::alive_with_role`] it does not walk the member table,
+    /// so it suits callers that ask often (every Raft tick).
+    pub fn active_with_role(&self, role: crate::Role) -> impl Iterator<Item = &NodeId> + '_ {
+        let me = self.identity();
+        let local = (me.meta.role == role).then_some(&me.node_id);
+        let mut others = self
+            .active_by_role
+            .get(&role)
+            .into_iter()
+            .flatten()
+            .peekable();
+        let mut local = local.into_iter().peekable();
+        std::iter::from_fn(move || match (others.peek(), local.peek()) {
+            (Some(other), Some(mine)) if mine < other => local.next(),
+            (Some(_), _) => others.next(),
+            (None, _) => local.next(),
+        })
+    }
+
     /// The node ids of alive members with `role`, this node included if it
     /// has that role, in no particular order.
     pub fn alive_with_role(&self, role: crate::Role) -> impl Iterator<Item = &NodeId> + '_ {
@@ -1014,11 +1051,21 @@ impl Membership {
     /// This node's member table (itself included), as a stream message of
     /// `kind`.
     fn members_message(&self, kind: u8) -> Vec<u8> {
-        let mut table: Vec<foca::Member<Identity>> =
-            self.foca.iter_membership_state().cloned().collect();
-        table.push(foca::Member::new(self.identity().clone(), 0, State::Alive));
+        /// The table as a sequence, encoded straight from foca's list.
+        struct Table<'a>(&'a SwimFoca, foca::Member<Identity>);
+        impl Serialize for Table<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(
+                    self.0
+                        .iter_membership_state()
+                        .chain(std::iter::once(&self.1)),
+                )
+            }
+        }
+        let me = foca::Member::new(self.identity().clone(), 0, State::Alive);
         let mut payload = vec![kind];
-        rmp_serde::encode::write(&mut payload, &table).expect("members always encode");
+        rmp_serde::encode::write(&mut payload, &Table(&self.foca, me))
+            .expect("members always encode");
         payload
     }
 
@@ -1045,11 +1092,31 @@ impl Membership {
         {
             return false;
         }
+        // foca finds each row's member by a walk along its member list, so
+        // applying a whole table costs n² comparisons; in a settled cluster
+        // nearly every row is one foca holds already, and applying a row
+        // identical to the known one changes nothing (foca only takes a
+        // newer incarnation or a stronger state). Only the others go in.
+        let known: BTreeMap<&NodeId, &foca::Member<Identity>> = self
+            .foca
+            .iter_membership_state()
+            .map(|member| (&member.id().node_id, member))
+            .collect();
+        let news: Vec<foca::Member<Identity>> = table
+            .into_iter()
+            .filter(|row| {
+                known.get(&row.id().node_id).is_none_or(|member| {
+                    member.id() != row.id()
+                        || member.incarnation() != row.incarnation()
+                        || member.state() != row.state()
+                })
+            })
+            .collect();
         // Rows about this node go to foca too: a stale suspicion of us that
         // gossip stopped repeating reaches us here, and foca refutes it.
         if let Err(error) = self
             .foca
-            .apply_many(table.into_iter(), false, &mut self.runtime)
+            .apply_many(news.into_iter(), false, &mut self.runtime)
         {
             tracing::debug!(%error, "push-pull merge");
         }
@@ -1140,11 +1207,12 @@ impl Membership {
             }
         };
         let Some(payload) = reply else { return };
-        let addr = self
-            .foca
-            .iter_membership_state()
-            .find(|member| member.id().node_id == *from)
-            .map(|member| member.id().addr);
+        let addr = self.active_addr(from).or_else(|| {
+            self.foca
+                .iter_membership_state()
+                .find(|member| member.id().node_id == *from)
+                .map(|member| member.id().addr)
+        });
         if let Some(addr) = addr {
             self.queue_stream(StreamOut {
                 node_id: from.clone(),
@@ -1209,6 +1277,7 @@ impl Membership {
     /// whose accuser's verdict never arrived stays suspect until someone
     /// decides; after twice the longest suspicion this node starts its own.
     fn prune(&mut self, now: Duration) {
+        self.check_active_index();
         let suspects: Vec<Identity> = self
             .foca
             .iter_membership_state()
@@ -1473,12 +1542,24 @@ impl Membership {
 
     fn notify(&mut self, now: Duration, notification: OwnedNotification<Identity>) {
         let event = match notification {
-            OwnedNotification::MemberUp(identity) => Event::MemberUp(identity),
+            OwnedNotification::MemberUp(identity) => {
+                self.index_active(&identity);
+                Event::MemberUp(identity)
+            }
             OwnedNotification::MemberDown(identity) => {
                 self.suspicions.remove(&identity.node_id);
+                self.unindex_active(&identity.node_id);
                 Event::MemberDown(identity)
             }
-            OwnedNotification::Rename(old, new) => Event::Renamed { old, new },
+            OwnedNotification::Rename(old, new) => {
+                // foca reports a change of the active set separately; a
+                // member active before and after only changes identity.
+                if self.active.contains_key(&new.node_id) {
+                    self.unindex_active(&old.node_id);
+                    self.index_active(&new);
+                }
+                Event::Renamed { old, new }
+            }
             OwnedNotification::Active => {
                 // Joined (or rejoined): tell everyone about this node now,
                 // rather than at the next material change or heartbeat.
@@ -1534,6 +1615,41 @@ impl Membership {
         };
         if self.events.len() < OUTPUT_QUEUE_MAX {
             self.events.push_back(event);
+        }
+    }
+}
+
+impl Membership {
+    fn index_active(&mut self, identity: &Identity) {
+        self.unindex_active(&identity.node_id);
+        self.active
+            .insert(identity.node_id.clone(), identity.clone());
+        self.active_by_role
+            .entry(identity.meta.role)
+            .or_default()
+            .insert(identity.node_id.clone());
+    }
+
+    fn unindex_active(&mut self, node_id: &NodeId) {
+        if let Some(previous) = self.active.remove(node_id)
+            && let Some(ids) = self.active_by_role.get_mut(&previous.meta.role)
+        {
+            ids.remove(node_id);
+        }
+    }
+
+    /// The index of active members holds exactly foca's active members.
+    fn check_active_index(&self) {
+        if cfg!(debug_assertions) {
+            let foca_active: BTreeMap<&NodeId, &Identity> = self
+                .foca
+                .iter_members()
+                .map(|member| (&member.id().node_id, member.id()))
+                .collect();
+            let indexed: BTreeMap<&NodeId, &Identity> = self.active.iter().collect();
+            debug_assert_eq!(foca_active, indexed, "active index out of step with foca");
+            let by_role: usize = self.active_by_role.values().map(BTreeSet::len).sum();
+            debug_assert_eq!(by_role, self.active.len());
         }
     }
 }

@@ -285,3 +285,74 @@ fn config_deserializes_with_defaults_and_validation_names_the_field() {
         }
     }
 }
+
+/// One step of the incremental-evaluation model test.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A new version of `node`'s record (sequence bumps, maybe a generation).
+    Record {
+        node: u8,
+        restart: bool,
+        cpu: bool,
+        disk: bool,
+        lag: bool,
+        p99_us: u64,
+    },
+    /// The node's current generation is removed.
+    Remove { node: u8 },
+    /// Time passes and both evaluators run.
+    Evaluate { seconds: u64 },
+}
+
+fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..5u8, proptest::bool::weighted(0.1), any::<bool>(), any::<bool>(), any::<bool>(), prop_oneof![Just(2000u64), Just(50_000u64)])
+            .prop_map(|(node, restart, cpu, disk, lag, p99_us)| Step::Record { node, restart, cpu, disk, lag, p99_us }),
+        1 => (0..5u8).prop_map(|node| Step::Remove { node }),
+        3 => (0..40u64).prop_map(|seconds| Step::Evaluate { seconds }),
+    ]
+}
+
+proptest::proptest! {
+    /// The incremental evaluator (only changed records, a deadline queue)
+    /// says exactly what a walk over every record says, at every step.
+    #[test]
+    fn incremental_evaluation_matches_a_full_walk(steps in proptest::collection::vec(step_strategy(), 1..120)) {
+        let mut config = AlertConfig::default();
+        config.latency_p99_baseline.warmup_samples = 2;
+        let mut incremental = AlertEvaluator::new(config.clone()).unwrap();
+        let mut full = AlertEvaluator::new(config).unwrap();
+        let mut map = TelemetryMap::new();
+        let mut versions = [(1u64, 0u64); 5];
+        let mut now = 0;
+        for step in steps {
+            match step {
+                Step::Record { node, restart, cpu, disk, lag, p99_us } => {
+                    let version = &mut versions[usize::from(node)];
+                    if restart {
+                        *version = (version.0 + 1, 0);
+                    }
+                    version.1 += 1;
+                    let sample = Sample {
+                        cpu_percent: if cpu { 95.0 } else { 20.0 },
+                        disk_used_percent: if disk { 95 } else { 50 },
+                        lag_ms: if lag { 9000 } else { 10 },
+                        p99_us,
+                    };
+                    map.merge_record(record(&format!("n{node}"), version.0, version.1, sample));
+                }
+                Step::Remove { node } => {
+                    let generation = Generation(versions[usize::from(node)].0);
+                    map.merge_tombstone(&id(&format!("n{node}")), generation);
+                    versions[usize::from(node)] = (generation.0 + 1, 0);
+                }
+                Step::Evaluate { seconds } => {
+                    now += seconds;
+                    let expected = full.evaluate_all(&map, secs(now));
+                    proptest::prop_assert_eq!(incremental.evaluate(&map, secs(now)), expected);
+                }
+            }
+        }
+    }
+}

@@ -261,6 +261,9 @@ pub struct NodeCore<S: LogStore> {
     /// Nodes whose removal from the catalog was already turned into a
     /// telemetry tombstone here.
     telemetry_removed: BTreeSet<(shoal_consensus::NodeId, shoal_consensus::Generation)>,
+    /// The catalog version `telemetry_removed` was last brought up to date
+    /// with (walking every node each second costs O(n) per agent).
+    telemetry_removed_at: Option<CatalogIndex>,
     stats: CoreStats,
     now: Duration,
 }
@@ -315,6 +318,7 @@ impl<S: LogStore> NodeCore<S> {
             alerts,
             active_alerts: Vec::new(),
             telemetry_removed: BTreeSet::new(),
+            telemetry_removed_at: None,
             config,
             membership,
             node_id,
@@ -485,6 +489,11 @@ impl<S: LogStore> NodeCore<S> {
 
     /// Nodes the catalog marks `Removed` lose their telemetry everywhere.
     fn forget_removed_telemetry(&mut self, now: Duration) {
+        let index = self.catalog().applied_index();
+        if self.telemetry_removed_at == Some(index) {
+            return;
+        }
+        self.telemetry_removed_at = Some(index);
         let removed: Vec<(shoal_consensus::NodeId, shoal_consensus::Generation)> = self
             .catalog()
             .state()
@@ -1200,6 +1209,28 @@ impl<S: LogStore> NodeCore<S> {
         self.settle();
     }
 
+    /// The log-store sync the Raft node waits on, to run off the event loop
+    /// (a store that syncs in the background); then [`NodeCore::finish_sync`].
+    pub fn take_sync(&mut self) -> Option<shoal_consensus::PendingSync> {
+        self.raft.as_mut()?.take_sync()
+    }
+
+    /// A sync from [`NodeCore::take_sync`] finished with `result`.
+    pub fn finish_sync(
+        &mut self,
+        now: Duration,
+        ticket: shoal_consensus::SyncTicket,
+        result: Result<(), shoal_consensus::Error>,
+    ) {
+        self.advance(now);
+        if let Some(raft) = &mut self.raft
+            && let Err(error) = raft.finish_sync(ticket, result)
+        {
+            tracing::error!(%error, "raft sync");
+        }
+        self.after_raft();
+    }
+
     /// The driver could not deliver a snapshot to `to` (or did): tell Raft.
     pub fn report_snapshot(
         &mut self,
@@ -1361,7 +1392,7 @@ impl<S: LogStore> NodeCore<S> {
         {
             self.pull_in_flight = None;
         }
-        let seeds = self.alive_seeds();
+        let seeds = self.reachable_seeds();
         // A pull parked at a seed that SWIM now reports down will never be
         // answered; neither will a write forwarded to a dead leader.
         if self
@@ -1398,9 +1429,22 @@ impl<S: LogStore> NodeCore<S> {
     }
 
     /// Seeds seen alive through SWIM (this agent included if it is one).
+    /// Walks the member table: for the bootstrap only.
     fn alive_seeds(&self) -> BTreeSet<shoal_consensus::NodeId> {
         self.membership
             .alive_with_role(Role::Seed)
+            .filter_map(|node_id| catalog_id(node_id).ok())
+            .collect()
+    }
+
+    /// Seeds SWIM has not declared down (alive or suspect; this agent
+    /// included if it is one), from the membership's index: asked every
+    /// Raft tick, so it must not walk the member table. A suspect seed
+    /// keeps a parked catalog pull until it is declared down or the pull
+    /// times out.
+    fn reachable_seeds(&self) -> BTreeSet<shoal_consensus::NodeId> {
+        self.membership
+            .active_with_role(Role::Seed)
             .filter_map(|node_id| catalog_id(node_id).ok())
             .collect()
     }
@@ -1502,12 +1546,11 @@ impl<S: LogStore> NodeCore<S> {
         });
     }
 
-    /// Where `node` listens: from the member table, else from the catalog.
+    /// Where `node` listens: from the active members, else from the catalog.
     fn addr_of(&self, node: &shoal_consensus::NodeId) -> Option<SocketAddr> {
         NodeId::new(node.as_str())
             .ok()
-            .and_then(|member| self.membership.lookup(&member))
-            .map(|(addr, _)| addr)
+            .and_then(|member| self.membership.active_addr(&member))
             .or_else(|| {
                 self.catalog()
                     .state()

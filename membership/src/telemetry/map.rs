@@ -87,10 +87,55 @@ pub struct TombstoneMerge {
 }
 
 /// The merged telemetry of the whole cluster, as every agent holds it.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Two maps are equal when they hold the same records and tombstones; the
+/// change journal is bookkeeping for readers of this one map and does not
+/// take part.
+#[derive(Clone, Debug, Default)]
 pub struct TelemetryMap {
     records: BTreeMap<NodeId, LWWReg<NodeRecord, Version>>,
     tombstones: BTreeMap<NodeId, Generation>,
+    journal: Journal,
+}
+
+impl PartialEq for TelemetryMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.records == other.records && self.tombstones == other.tombstones
+    }
+}
+
+/// Which nodes' records changed (inserted, replaced or removed), in order:
+/// lets a reader that walks the map every second (the alert evaluator)
+/// look only at what changed since its last walk. One entry per node (its
+/// latest change), and the entry of a removed node goes when its tombstone
+/// is forgotten, so it holds at most one entry per record and tombstone.
+#[derive(Clone, Debug, Default)]
+struct Journal {
+    /// The sequence number of the latest change; 0 before any.
+    last: u64,
+    /// The newest change whose entry was dropped: a reader that last looked
+    /// before it must walk the whole map.
+    dropped_through: u64,
+    by_change: BTreeMap<u64, NodeId>,
+    change_of: BTreeMap<NodeId, u64>,
+}
+
+impl Journal {
+    fn note(&mut self, node_id: &NodeId) {
+        self.last += 1;
+        if let Some(previous) = self.change_of.insert(node_id.clone(), self.last) {
+            self.by_change.remove(&previous);
+        }
+        self.by_change.insert(self.last, node_id.clone());
+        debug_assert_eq!(self.by_change.len(), self.change_of.len());
+    }
+
+    fn forget(&mut self, node_id: &NodeId) {
+        if let Some(change) = self.change_of.remove(node_id) {
+            self.by_change.remove(&change);
+            self.dropped_through = self.dropped_through.max(change);
+        }
+    }
 }
 
 impl TelemetryMap {
@@ -122,6 +167,26 @@ impl TelemetryMap {
             .map(|(node_id, generation)| (node_id, *generation))
     }
 
+    /// The sequence number of the latest change to any record (0 before
+    /// the first). Changes after it are listed by [`TelemetryMap::changed_since`].
+    pub fn last_change(&self) -> u64 {
+        self.journal.last
+    }
+
+    /// The nodes whose record was inserted, replaced or removed after change
+    /// `after`, each once, oldest change first; `None` if this map cannot
+    /// tell (`after` is older than a forgotten removal, or newer than any
+    /// change of this map): then the reader must walk every record.
+    pub fn changed_since(&self, after: u64) -> Option<impl Iterator<Item = &NodeId> + '_> {
+        let journal = &self.journal;
+        (journal.dropped_through <= after && after <= journal.last).then(|| {
+            journal
+                .by_change
+                .range(after.saturating_add(1)..)
+                .map(|(_, node_id)| node_id)
+        })
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -144,6 +209,7 @@ impl TelemetryMap {
         }
         let version = record.version;
         let Some(register) = self.records.get_mut(&record.node_id) else {
+            self.journal.note(&record.node_id);
             self.records.insert(
                 record.node_id.clone(),
                 LWWReg {
@@ -174,6 +240,9 @@ impl TelemetryMap {
             RecordMerge::TieBrokeIncoming => register.val = record,
             _ => {}
         }
+        if outcome.changed() {
+            self.journal.note(&register.val.node_id);
+        }
         outcome
     }
 
@@ -197,6 +266,7 @@ impl TelemetryMap {
             .is_some_and(|register| register.marker.generation <= generation);
         if removed_record {
             self.records.remove(node_id);
+            self.journal.note(node_id);
         }
         debug_assert!(
             self.records
@@ -225,7 +295,14 @@ impl TelemetryMap {
     /// retention has passed; see the store). Not a CRDT operation: after it,
     /// an old record of that node would be accepted again.
     pub(crate) fn forget_tombstone(&mut self, node_id: &NodeId) -> Option<Generation> {
-        self.tombstones.remove(node_id)
+        let forgotten = self.tombstones.remove(node_id);
+        // Without a record the node's journal entry is its removal, which
+        // readers have long seen (tombstones are kept for an hour); a reader
+        // that has not is told to walk the whole map.
+        if !self.records.contains_key(node_id) {
+            self.journal.forget(node_id);
+        }
+        forgotten
     }
 }
 
