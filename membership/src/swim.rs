@@ -888,6 +888,18 @@ impl Membership {
         self.active.get(node_id).map(|identity| identity.addr)
     }
 
+    /// Whether `node_id` is this node or an active (alive or suspect)
+    /// member, with `role`; O(log n).
+    pub fn is_active_with_role(&self, node_id: &NodeId, role: crate::Role) -> bool {
+        let me = self.identity();
+        if *node_id == me.node_id {
+            return me.meta.role == role;
+        }
+        self.active
+            .get(node_id)
+            .is_some_and(|identity| identity.meta.role == role)
+    }
+
     /// The node ids of active (alive or suspect) members with `role`, this
     /// node included if it has that role, ordered by node id. Unlike
     /// [`Membership::alive_with_role`] it does not walk the member table,

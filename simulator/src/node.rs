@@ -228,7 +228,8 @@ impl SimNode {
     }
 
     /// Starts a new run with the next generation, announcing to `seeds`.
-    /// `bootstrap_expect` seeds form the first Raft group.
+    /// `bootstrap_expect` seeds form the first Raft group (unless
+    /// `consensus` is off: membership only).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &mut self,
@@ -236,6 +237,7 @@ impl SimNode {
         now: Duration,
         config: &MembershipConfig,
         bootstrap_expect: usize,
+        consensus: bool,
         rng_seed: u64,
         seeds: &[(NodeId, SocketAddr)],
         out: &mut Vec<Output>,
@@ -250,6 +252,7 @@ impl SimNode {
         let mut core_config =
             NodeCoreConfig::new(self.identity(index), config.clone(), bootstrap_expect);
         core_config.wall_base_unix_ms = WALL_BASE_UNIX_MS;
+        core_config.consensus = consensus;
         let mut core = Core::new(core_config, self.storage.clone(), rng_seed, local)
             .expect("the scenario's config was validated and the store is in memory");
         for (node_id, addr) in seeds {

@@ -520,6 +520,12 @@ pub struct SimSpec {
     /// Default true; turn off for the largest runs.
     #[serde(default = "default_true")]
     pub message_kinds: bool,
+    /// Run each agent's node core without consensus: SWIM, Lifeguard,
+    /// telemetry and alerts only — no Raft group, no catalog copies, no
+    /// registration. For membership measurements at the largest sizes;
+    /// consensus checks are off and a workload is refused. Default false.
+    #[serde(default)]
+    pub membership_only: bool,
 }
 
 fn default_sample_period() -> Duration {
@@ -531,6 +537,7 @@ impl Default for SimSpec {
         Self {
             sample_period: default_sample_period(),
             message_kinds: true,
+            membership_only: false,
         }
     }
 }
@@ -673,6 +680,10 @@ impl Scenario {
             self.workload.writes_per_s.is_finite()
                 && (0.0..=10_000.0).contains(&self.workload.writes_per_s),
             "workload.writes_per_s must be in [0, 10000]"
+        );
+        anyhow::ensure!(
+            !(self.sim.membership_only && self.workload.writes_per_s > 0.0),
+            "sim.membership_only runs no consensus: workload.writes_per_s must be 0"
         );
         let mut expanded = 0usize;
         for (i, entry) in self.timeline.iter().enumerate() {

@@ -281,14 +281,14 @@ impl World {
                 CheckKind::Safety,
                 "a seed's commit index grows only while it reaches a majority of its voters",
             ),
-            raft_leader: (scenario.checks.consensus && n_seeds > 0).then(|| {
+            raft_leader: (scenario.checks.consensus && !scenario.sim.membership_only && n_seeds > 0).then(|| {
                 checks.add(
                     "raft.leader",
                     CheckKind::Liveness,
                     "after the last fault, a seed reaching a majority leads and every running seed follows it, within checks.converge_within",
                 )
             }),
-            catalog_converged: (scenario.checks.consensus && n_seeds > 0).then(|| {
+            catalog_converged: (scenario.checks.consensus && !scenario.sim.membership_only && n_seeds > 0).then(|| {
                 checks.add(
                     "catalog.converged",
                     CheckKind::Liveness,
@@ -888,6 +888,7 @@ impl World {
             self.now,
             &self.config,
             expect,
+            !self.scenario.sim.membership_only,
             rng_seed,
             &seeds,
             &mut out,

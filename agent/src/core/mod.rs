@@ -83,6 +83,11 @@ pub struct NodeCoreConfig {
     /// Wall-clock time at `now = 0`, in ms since the Unix epoch: commands carry
     /// `wall_base_unix_ms + now`. The simulator skews it per node.
     pub wall_base_unix_ms: u64,
+    /// Whether this core takes part in consensus: forms or joins the Raft
+    /// group (seeds), pulls the catalog and registers itself. Default true;
+    /// the simulator turns it off to measure membership alone at the
+    /// largest sizes. Without it the core is SWIM, telemetry and alerts.
+    pub consensus: bool,
 }
 
 impl NodeCoreConfig {
@@ -102,6 +107,7 @@ impl NodeCoreConfig {
             alerts: AlertConfig::default(),
             alert_period: Duration::from_secs(1),
             wall_base_unix_ms: 0,
+            consensus: true,
         }
     }
 }
@@ -464,7 +470,29 @@ impl<S: LogStore> NodeCore<S> {
         // Ticks are not caught up one by one after a stall: Raft time is
         // "ticks delivered", and a burst of ticks would only start a needless
         // election.
-        self.next_tick_at = now + self.config.raft_tick;
+        // Without consensus the tick only evaluates alerts.
+        let tick = if self.config.consensus {
+            self.config.raft_tick
+        } else {
+            self.config.alert_period
+        };
+        self.next_tick_at = now + tick;
+        if self.config.consensus {
+            self.consensus_tick(now);
+        }
+        if now >= self.next_alert_at {
+            self.next_alert_at = now + self.config.alert_period;
+            self.forget_removed_telemetry(now);
+            let alerts = &mut self.alerts;
+            self.active_alerts = self
+                .membership
+                .with_telemetry(|store| alerts.evaluate(store.map(), now));
+        }
+    }
+
+    /// One Raft tick's worth of consensus work: proposals, the tick itself
+    /// (or the bootstrap), timeouts, the catalog pull and registration.
+    fn consensus_tick(&mut self, now: Duration) {
         self.flush(now);
         if let Some(raft) = &mut self.raft {
             if let Err(error) = raft.tick() {
@@ -477,14 +505,6 @@ impl<S: LogStore> NodeCore<S> {
         self.expire(now);
         self.pull_catalog(now);
         self.register(now);
-        if now >= self.next_alert_at {
-            self.next_alert_at = now + self.config.alert_period;
-            self.forget_removed_telemetry(now);
-            let alerts = &mut self.alerts;
-            self.active_alerts = self
-                .membership
-                .with_telemetry(|store| alerts.evaluate(store.map(), now));
-        }
     }
 
     /// Nodes the catalog marks `Removed` lose their telemetry everywhere.
@@ -1392,26 +1412,26 @@ impl<S: LogStore> NodeCore<S> {
         {
             self.pull_in_flight = None;
         }
-        let seeds = self.reachable_seeds();
         // A pull parked at a seed that SWIM now reports down will never be
         // answered; neither will a write forwarded to a dead leader.
         if self
             .pull_in_flight
             .as_ref()
-            .is_some_and(|(node, _)| !seeds.contains(node))
+            .is_some_and(|(node, _)| !self.seed_reachable(node))
         {
             self.pull_in_flight = None;
         }
         if self
             .leader_hint
             .as_ref()
-            .is_some_and(|leader| !seeds.contains(leader))
+            .is_some_and(|leader| !self.seed_reachable(leader))
         {
             self.leader_hint = None;
         }
         if self.pull_in_flight.is_some() {
             return;
         }
+        let seeds = self.reachable_seeds();
         let target = match &self.leader_hint {
             Some(leader) if seeds.contains(leader) => Some(leader.clone()),
             _ if seeds.is_empty() => None,
@@ -1449,6 +1469,12 @@ impl<S: LogStore> NodeCore<S> {
             .collect()
     }
 
+    /// Whether `node` is among [`NodeCore::reachable_seeds`], in O(log n).
+    fn seed_reachable(&self, node: &shoal_consensus::NodeId) -> bool {
+        NodeId::new(node.as_str())
+            .is_ok_and(|node_id| self.membership.is_active_with_role(&node_id, Role::Seed))
+    }
+
     // ----- registration -----
 
     /// Registers this agent in the catalog (and marks it active) once a
@@ -1457,8 +1483,21 @@ impl<S: LogStore> NodeCore<S> {
         if self.leader().is_none() || self.catalog().applied_index().0 == 0 {
             return;
         }
+        let generation = shoal_consensus::Generation(self.config.identity.generation.0);
+        // The usual case, every tick: registered and active, nothing to do.
+        if self
+            .catalog()
+            .state()
+            .nodes
+            .get(&self.node_id)
+            .is_some_and(|record| {
+                record.generation >= generation
+                    && !matches!(record.status, NodeStatus::Removed | NodeStatus::Joining)
+            })
+        {
+            return;
+        }
         let identity = self.config.identity.clone();
-        let generation = shoal_consensus::Generation(identity.generation.0);
         let record = self.catalog().state().nodes.get(&self.node_id).cloned();
         let registered = record.as_ref().is_some_and(|record| {
             record.generation >= generation && record.status != NodeStatus::Removed

@@ -323,9 +323,33 @@ impl CvRDT for TelemetryMap {
 /// their MessagePack encodings, which are deterministic (BTreeMaps, fixed
 /// field order, finite floats).
 fn tie_break(left: &NodeRecord, right: &NodeRecord) -> Ordering {
+    // The usual case is a duplicate delivery of the very same record (gossip
+    // repeats itself): equal records encode equally unless a float is zero
+    // in one and minus zero in the other, so only then are encodings needed.
+    if left == right && !has_zero_float(left) {
+        return Ordering::Equal;
+    }
     let left_bytes = super::wire::encode_record(left);
     let right_bytes = super::wire::encode_record(right);
     left_bytes.cmp(&right_bytes)
+}
+
+/// Whether any float of `record` is zero (of either sign): the only values
+/// on which `==` and the encoding disagree (records hold finite floats only).
+fn has_zero_float(record: &NodeRecord) -> bool {
+    let host = record
+        .host
+        .as_ref()
+        .is_some_and(|host| host.cpu_percent == 0.0);
+    let database = record.database.as_ref().is_some_and(|database| {
+        database.report.qps == 0.0
+            || database
+                .report
+                .shards
+                .values()
+                .any(|shard| shard.qps == 0.0)
+    });
+    host || database
 }
 
 #[cfg(test)]
