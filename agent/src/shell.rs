@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use shoal_consensus::{Catalog, CatalogIndex, Command, RequestId, SledStorage};
+use shoal_consensus::{
+    Catalog, CatalogIndex, Command, PendingSync, RequestId, SledStorage, SyncTicket,
+};
 use shoal_membership::telemetry::DatabaseReport;
 use shoal_membership::{Event, Identity, MemberMeta, MemberView, NodeId};
 use tokio::sync::{mpsc, oneshot};
@@ -135,7 +137,9 @@ pub async fn run(config: Config) -> Result<()> {
         &config.data_dir.join(crate::store::SLED_DIR),
         &config.data_dir.join("raft-snapshots"),
     )
-    .context("open the raft log in data_dir")?;
+    .context("open the raft log in data_dir")?
+    // Syncs run on their own thread (below) while the loop goes on.
+    .sync_in_background(true);
     let mut core_config = NodeCoreConfig::new(
         identity.clone(),
         config.membership.clone(),
@@ -177,6 +181,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     drop(seed_tx);
 
+    let (syncer, mut synced) = Syncer::start()?;
     let mut waiting = Waiting::default();
     let mut host = crate::host::HostSampler::new(&config.data_dir);
     let mut host_interval = tokio::time::interval(config.membership.telemetry.refresh_interval);
@@ -193,6 +198,7 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            Some((ticket, result)) = synced.recv() => core.finish_sync(now(), ticket, result),
             Some(first) = inbound.recv() => {
                 // Drain what is already queued before timers run, so a node
                 // waking from a stall sees the acks that did arrive.
@@ -230,12 +236,58 @@ pub async fn run(config: Config) -> Result<()> {
             }
         }
         flush(&mut core, &transport, &mut waiting);
+        if let Some(sync) = core.take_sync() {
+            syncer.run(sync);
+        }
     }
     tracing::info!("leaving the cluster");
     core.leave(now());
     flush(&mut core, &transport, &mut waiting);
+    // Let a running sync finish before the process ends.
+    if let Some((ticket, result)) = syncer.wait(&mut synced).await {
+        core.finish_sync(now(), ticket, result);
+    }
     transport.shutdown().await;
     Ok(())
+}
+
+/// The thread that runs the Raft log's syncs (`fdatasync`), one at a time, so the
+/// event loop keeps taking messages and requests meanwhile; what arrives during
+/// one sync is covered by the next.
+struct Syncer {
+    jobs: std::sync::mpsc::Sender<PendingSync>,
+}
+
+type SyncDone = (SyncTicket, Result<(), shoal_consensus::Error>);
+
+impl Syncer {
+    fn start() -> Result<(Syncer, mpsc::UnboundedReceiver<SyncDone>)> {
+        let (jobs, job_rx) = std::sync::mpsc::channel::<PendingSync>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("raft-sync".into())
+            .spawn(move || {
+                for sync in job_rx {
+                    let result = sync.job.run();
+                    if done_tx.send((sync.ticket, result)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .context("start the raft sync thread")?;
+        Ok((Syncer { jobs }, done_rx))
+    }
+
+    fn run(&self, sync: PendingSync) {
+        // The thread ends only when this sender is dropped.
+        let _ = self.jobs.send(sync);
+    }
+
+    /// The result of the sync still running, if any.
+    async fn wait(self, done: &mut mpsc::UnboundedReceiver<SyncDone>) -> Option<SyncDone> {
+        drop(self.jobs);
+        done.recv().await
+    }
 }
 
 /// Clients waiting on the core, by what they wait for.

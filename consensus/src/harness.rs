@@ -18,7 +18,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     Actor, AppliedCommand, CatalogIndex, Command, Digest, MemStorage, NodeId, Op, Output,
-    RaftConfig, RaftNode, RequestId, Role, Term, bootstrap, decode_message, encode_message,
+    PendingSync, RaftConfig, RaftNode, RequestId, Role, Term, bootstrap, decode_message,
+    encode_message,
 };
 
 /// Most delivery rounds after one tick before the harness declares a livelock.
@@ -59,6 +60,10 @@ pub(crate) struct Cluster {
     leaders_by_term: BTreeMap<Term, NodeId>,
     hashes_by_index: BTreeMap<CatalogIndex, Digest>,
     pub(crate) now_ticks: u64,
+    /// Nodes hand out their syncs; the network finishes them in random order
+    /// with message deliveries, so a sync can take "long".
+    background: bool,
+    syncs: BTreeMap<NodeId, PendingSync>,
 }
 
 impl Cluster {
@@ -67,7 +72,16 @@ impl Cluster {
         Cluster::with_config(n, seed, |_| {})
     }
 
+    /// `n` bootstrapped seeds whose stores sync in the background (as the agent's do).
+    pub(crate) fn with_background_syncs(n: usize, seed: u64) -> Cluster {
+        Cluster::build(n, seed, true, |_| {})
+    }
+
     pub(crate) fn with_config(n: usize, seed: u64, adjust: impl Fn(&mut RaftConfig)) -> Cluster {
+        Cluster::build(n, seed, false, adjust)
+    }
+
+    fn build(n: usize, seed: u64, background: bool, adjust: impl Fn(&mut RaftConfig)) -> Cluster {
         let names: Vec<NodeId> = (1..=n).map(|i| node_id(&format!("n{i}"))).collect();
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
@@ -83,9 +97,11 @@ impl Cluster {
             leaders_by_term: BTreeMap::new(),
             hashes_by_index: BTreeMap::new(),
             now_ticks: 0,
+            background,
+            syncs: BTreeMap::new(),
         };
         for name in &names {
-            let mut store = MemStorage::new();
+            let mut store = MemStorage::new().sync_in_background(background);
             bootstrap(&mut store, &names).unwrap();
             let mut config = RaftConfig::new(name.clone());
             adjust(&mut config);
@@ -106,7 +122,10 @@ impl Cluster {
                 ..config
             },
         );
-        self.stores.insert(name.clone(), MemStorage::new());
+        self.stores.insert(
+            name.clone(),
+            MemStorage::new().sync_in_background(self.background),
+        );
         self.start(name);
     }
 
@@ -123,6 +142,8 @@ impl Cluster {
     /// Crashes a node: it stops, and its store loses every unsynced write.
     pub(crate) fn crash(&mut self, name: &NodeId) {
         self.nodes.insert(name.clone(), None);
+        // A sync still running never finishes: its writes are lost.
+        self.syncs.remove(name);
         self.stores[name].crash();
         self.history
             .push(format!("{} crash {name}", self.now_ticks));
@@ -208,42 +229,84 @@ impl Cluster {
         self.leader().unwrap()
     }
 
-    /// Delivers in-flight messages (and what they cause) until none are left.
+    /// Delivers in-flight messages and finishes running syncs (and what they
+    /// cause) until none are left.
     pub(crate) fn deliver(&mut self) {
         for _ in 0..ROUNDS_PER_TICK_MAX {
-            let Some(bytes) = self.in_flight.pop_front() else {
+            if !self.deliver_one() {
                 self.check_safety();
                 return;
-            };
-            let message = decode_message(&bytes).unwrap();
-            let dropped = self
-                .blocked
-                .contains(&(message.from.clone(), message.to.clone()))
-                || (self.loss_percent > 0 && self.rng.random_range(0..100) < self.loss_percent);
-            let receiver_up = matches!(self.nodes.get(&message.to), Some(Some(_)));
-            if dropped || !receiver_up {
-                if message.is_snapshot()
-                    && let Some(Some(sender)) = self.nodes.get_mut(&message.from)
-                {
-                    sender.report_snapshot(&message.to, false).unwrap();
-                    let from = message.from.clone();
-                    self.collect(&from);
-                }
-                continue;
             }
-            let to = message.to.clone();
-            // Errors from step are operating conditions (e.g. stale peers); ignore.
-            let _ = self.node_mut(&to).step(message);
-            self.collect(&to);
         }
         panic!("delivery did not quiesce");
     }
 
-    /// Moves a node's outputs into the network and the records.
+    /// At most `n` steps of [`Cluster::deliver`], then the safety checks: stops
+    /// with messages and syncs still in flight.
+    pub(crate) fn deliver_some(&mut self, n: usize) {
+        for _ in 0..n {
+            if !self.deliver_one() {
+                break;
+            }
+        }
+        self.check_safety();
+    }
+
+    /// Finishes a running sync or delivers (or drops) one message; false when
+    /// there was nothing to do.
+    fn deliver_one(&mut self) -> bool {
+        if !self.syncs.is_empty() && (self.in_flight.is_empty() || self.rng.random_range(0..3) == 0)
+        {
+            self.finish_a_sync();
+            return true;
+        }
+        let Some(bytes) = self.in_flight.pop_front() else {
+            return false;
+        };
+        let message = decode_message(&bytes).unwrap();
+        let dropped = self
+            .blocked
+            .contains(&(message.from.clone(), message.to.clone()))
+            || (self.loss_percent > 0 && self.rng.random_range(0..100) < self.loss_percent);
+        let receiver_up = matches!(self.nodes.get(&message.to), Some(Some(_)));
+        if dropped || !receiver_up {
+            if message.is_snapshot()
+                && let Some(Some(sender)) = self.nodes.get_mut(&message.from)
+            {
+                sender.report_snapshot(&message.to, false).unwrap();
+                let from = message.from.clone();
+                self.collect(&from);
+            }
+            return true;
+        }
+        let to = message.to.clone();
+        // Errors from step are operating conditions (e.g. stale peers); ignore.
+        let _ = self.node_mut(&to).step(message);
+        self.collect(&to);
+        true
+    }
+
+    /// Finishes one running sync, chosen at random.
+    fn finish_a_sync(&mut self) {
+        let pick = self.rng.random_range(0..self.syncs.len());
+        let name = self.syncs.keys().nth(pick).expect("in range").clone();
+        let sync = self.syncs.remove(&name).expect("picked");
+        let result = sync.job.run();
+        self.node_mut(&name)
+            .finish_sync(sync.ticket, result)
+            .unwrap();
+        self.collect(&name);
+    }
+
+    /// Moves a node's outputs into the network and the records, and takes the
+    /// sync it waits on.
     pub(crate) fn collect(&mut self, name: &NodeId) {
         let Some(Some(node)) = self.nodes.get_mut(name) else {
             return;
         };
+        if let Some(sync) = node.take_sync() {
+            self.syncs.insert(name.clone(), sync);
+        }
         for output in node.drain_outputs() {
             match output {
                 Output::Send(message) => {

@@ -93,9 +93,9 @@ pub use ids::{
 };
 pub use node::{
     CONF_CHANGES_MAX, GENESIS_INDEX, GENESIS_TERM, MembershipChange, NodeCounters,
-    OUTPUT_MESSAGES_PENDING_MAX, Output, READ_CONTEXT_BYTES_MAX, READS_PENDING_MAX,
-    RECENT_BYTES_MAX, RECENT_ENTRIES_MAX, RaftConfig, RaftNode, Role, bootstrap,
+    OUTPUT_MESSAGES_PENDING_MAX, Output, PendingSync, READ_CONTEXT_BYTES_MAX, READS_PENDING_MAX,
+    RECENT_BYTES_MAX, RECENT_ENTRIES_MAX, RaftConfig, RaftNode, Role, SyncTicket, bootstrap,
 };
 /// raft-rs's protobuf types ([`eraftpb::Message`] travels inside [`RaftMessage`]).
 pub use raft::eraftpb;
-pub use storage::{LogStore, MemStorage, SledStorage};
+pub use storage::{LogStore, MemStorage, SledStorage, SyncJob};

@@ -3,11 +3,18 @@
 //! Inputs are method calls (`tick`, `step`, `propose`, `read_index`,
 //! `propose_conf_change`, `transfer_leader`, `report_*`); outputs queue up as
 //! [`Output`]s the caller drains. After every input the node handles raft's `Ready`
-//! exactly as raft-rs documents: persist the snapshot, entries and hard state to the
-//! [`LogStore`] and **sync** it; then queue messages to send; then apply committed
-//! entries to the catalog; then `advance` (persisting and syncing the new commit index
-//! before applying what `advance` returns). So no message that depends on a write
-//! leaves before that write is durable.
+//! with raft-rs's asynchronous protocol (`advance_append_async`, `on_persist_ready`):
+//! write the snapshot, entries and hard state to the [`LogStore`]; queue the messages
+//! that depend on no write (a leader's appends, sent while its own disk syncs: raft
+//! thesis §10.2.1); apply the committed entries raft hands out (only ones already
+//! durable here); and hold the messages that depend on the writes (votes, acks) until
+//! a **sync** covering those writes has finished. So no message that depends on a
+//! write leaves before that write is durable. The node runs each sync itself, or —
+//! when its store [syncs in the background](LogStore::syncs_in_background) — hands it
+//! to the caller ([`RaftNode::take_sync`], [`RaftNode::finish_sync`]), which runs it
+//! on another thread while the node takes further inputs; writes made meanwhile go
+//! into the next sync, so one fsync serves every write that arrived during the
+//! previous one.
 //!
 //! **Election timeouts** are drawn from the node's own ChaCha RNG, seeded by the
 //! caller. raft-rs draws its randomized timeout from `thread_rng` whenever it resets
@@ -51,7 +58,7 @@ use crate::catalog::{AppliedCommand, Catalog, Command, CommittedEntry, Committed
 use crate::codec::RaftMessage;
 use crate::error::Error;
 use crate::ids::{CatalogIndex, NodeId, RaftId, Term};
-use crate::storage::LogStore;
+use crate::storage::{LogStore, SyncJob};
 
 /// Most linearizable reads waiting at once (requested and not yet ready).
 pub const READS_PENDING_MAX: usize = 1024;
@@ -291,7 +298,44 @@ pub struct RaftNode<S: LogStore> {
     recent_bytes: usize,
     /// Inside [`RaftNode::begin_batch`]: readies wait for [`RaftNode::end_batch`].
     batching: bool,
+    syncs: Syncs,
 }
+
+/// Where the node's writes stand against its syncs.
+#[derive(Debug, Default)]
+struct Syncs {
+    /// Writes that must be durable before what depends on them, counted.
+    written: u64,
+    /// How many of them a finished sync covers.
+    synced: u64,
+    /// The sync running now (at most one), by how many writes it covers.
+    running: Option<u64>,
+    /// Readies whose messages wait for a sync, oldest first.
+    waiting: VecDeque<WaitingReady>,
+}
+
+/// A handled ready whose messages wait for its writes to be durable.
+#[derive(Debug)]
+struct WaitingReady {
+    number: u64,
+    /// Durable once `Syncs::synced` reaches this.
+    needs: u64,
+    messages: Vec<raft::eraftpb::Message>,
+}
+
+/// A sync the caller runs for the node ([`RaftNode::take_sync`]): run `job` (on
+/// any thread), then hand `ticket` and the job's result to [`RaftNode::finish_sync`].
+#[derive(Debug)]
+pub struct PendingSync {
+    /// What the sync covers.
+    pub ticket: SyncTicket,
+    /// The slow part.
+    pub job: SyncJob,
+}
+
+/// Which writes a sync covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncTicket(u64);
 
 impl<S: LogStore> std::fmt::Debug for RaftNode<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -364,6 +408,7 @@ impl<S: LogStore> RaftNode<S> {
             recent: VecDeque::new(),
             recent_bytes: 0,
             batching: false,
+            syncs: Syncs::default(),
         };
         node.after_input()?;
         Ok(node)
@@ -733,16 +778,27 @@ impl<S: LogStore> RaftNode<S> {
     }
 
     fn handle_readies(&mut self) -> Result<(), Error> {
-        while self.raw.has_ready() {
-            self.handle_ready()?;
+        loop {
+            while self.raw.has_ready() {
+                self.handle_ready()?;
+            }
+            self.release_reads();
+            self.maybe_snapshot()?;
+            if self.raw.store().syncs_in_background() {
+                return Ok(());
+            }
+            let Some(sync) = self.take_sync() else {
+                return Ok(());
+            };
+            // What the sync releases may make more readies: go round again.
+            self.settle_sync(sync.ticket, sync.job.run())?;
         }
-        Ok(())
     }
 
     fn handle_ready(&mut self) -> Result<(), Error> {
         let mut ready = self.raw.ready();
 
-        // 1. Persist: snapshot, entries, hard state; then sync.
+        // 1. Write: snapshot, entries, hard state (durable at the next sync).
         if !ready.snapshot().is_empty() {
             self.install_snapshot(ready.snapshot().clone())?;
         }
@@ -750,11 +806,13 @@ impl<S: LogStore> RaftNode<S> {
         if let Some(hard_state) = ready.hs() {
             self.raw.mut_store().set_hard_state(hard_state)?;
         }
-        // raft-rs says when a sync is needed: new entries, a snapshot, or a
-        // changed vote or term. A hard state that only moves the commit index
-        // is written and reaches disk with the next sync (see step 5).
+        // raft-rs says which writes something will depend on: new entries, a
+        // snapshot, a changed vote or term. A hard state that only moves the commit
+        // index reaches disk with the next sync: a commit index lost in a crash is
+        // learned again from the leader, and the entries it covers are durable on a
+        // quorum already.
         if ready.must_sync() {
-            self.raw.mut_store().sync()?;
+            self.syncs.written += 1;
         }
 
         // 2. Role changes.
@@ -770,13 +828,12 @@ impl<S: LogStore> RaftNode<S> {
             }
         }
 
-        // 3. Send (everything written above is durable).
+        // 3. Send what depends on no write: a leader's appends go out while its
+        //    own disk syncs.
         let messages = ready.take_messages();
         self.queue_messages(messages);
-        let persisted_messages = ready.take_persisted_messages();
-        self.queue_messages(persisted_messages);
 
-        // 4. Apply.
+        // 4. Apply. raft-rs hands out only committed entries that are durable here.
         for read_state in ready.take_read_states() {
             self.reads_ready
                 .push((read_state.request_ctx, CatalogIndex(read_state.index)));
@@ -784,24 +841,98 @@ impl<S: LogStore> RaftNode<S> {
         let committed = ready.take_committed_entries();
         self.apply_entries(committed)?;
 
-        // 5. Advance. The new commit index is written but not synced: it goes
-        //    to disk with the next sync. A commit index lost in a crash is
-        //    learned again from the leader, and the entries it covers are
-        //    already durable on a quorum, so applying before that sync is safe
-        //    (and saves one fsync per round).
-        let mut light = self.raw.advance(ready);
-        if light.commit_index().is_some() {
-            let hard_state = self.raw.raft.hard_state();
-            self.raw.mut_store().set_hard_state(&hard_state)?;
-        }
-        let messages = light.take_messages();
-        self.queue_messages(messages);
-        let committed = light.take_committed_entries();
-        self.apply_entries(committed)?;
-        self.raw.advance_apply();
+        // 5. What depends on the writes (votes, acks) waits for a sync covering them.
+        let waiting = WaitingReady {
+            number: ready.number(),
+            needs: self.syncs.written,
+            messages: ready.take_persisted_messages(),
+        };
+        self.raw.advance_append_async(ready);
+        self.syncs.waiting.push_back(waiting);
+        self.release_synced();
+        self.advance_applied();
+        Ok(())
+    }
 
-        self.release_reads();
-        self.maybe_snapshot()
+    /// Tells raft what the catalog applied — once it is durable here too: a
+    /// received snapshot is applied before the sync that persists it.
+    fn advance_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let applied = self.catalog.applied_index().0.min(log.persisted);
+        if applied > log.applied {
+            self.raw.advance_apply_to(applied);
+        }
+    }
+
+    /// Queues the held messages whose writes are durable, and tells raft.
+    fn release_synced(&mut self) {
+        let mut persisted = None;
+        while let Some(front) = self.syncs.waiting.front()
+            && front.needs <= self.syncs.synced
+        {
+            let ready = self.syncs.waiting.pop_front().expect("not empty");
+            self.queue_messages(ready.messages);
+            persisted = Some(ready.number);
+        }
+        if let Some(number) = persisted {
+            self.raw.on_persist_ready(number);
+        }
+    }
+
+    /// The sync the node waits on, if one is due and none is running. Only for a
+    /// store that [syncs in the background](LogStore::syncs_in_background): run the
+    /// job (on another thread), then call [`RaftNode::finish_sync`]. Writes made
+    /// meanwhile wait for the next sync.
+    pub fn take_sync(&mut self) -> Option<PendingSync> {
+        if self.stopped || self.syncs.running.is_some() || self.syncs.written == self.syncs.synced {
+            return None;
+        }
+        match self.raw.mut_store().start_sync() {
+            Ok(job) => {
+                self.syncs.running = Some(self.syncs.written);
+                Some(PendingSync {
+                    ticket: SyncTicket(self.syncs.written),
+                    job,
+                })
+            }
+            Err(error) => {
+                tracing::error!(node = %self.config.node_id, "raft node stopped: {error}");
+                self.stopped = true;
+                None
+            }
+        }
+    }
+
+    /// A sync from [`RaftNode::take_sync`] ended with `result`: what waited on it
+    /// is sent and applied. A failed sync stops the node (what the disk holds is
+    /// unknown).
+    pub fn finish_sync(
+        &mut self,
+        ticket: SyncTicket,
+        result: Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.check_running()?;
+        self.settle_sync(ticket, result)?;
+        self.after_input()
+    }
+
+    fn settle_sync(&mut self, ticket: SyncTicket, result: Result<(), Error>) -> Result<(), Error> {
+        if self.syncs.running != Some(ticket.0) {
+            return Err(Error::storage(format!(
+                "sync {} finished, but {:?} was running",
+                ticket.0, self.syncs.running
+            )));
+        }
+        self.syncs.running = None;
+        if let Err(error) = result {
+            tracing::error!(node = %self.config.node_id, "raft node stopped: sync failed: {error}");
+            self.stopped = true;
+            return Err(error);
+        }
+        self.syncs.synced = ticket.0;
+        self.release_synced();
+        self.advance_applied();
+        Ok(())
     }
 
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), Error> {
@@ -1008,7 +1139,8 @@ impl<S: LogStore> RaftNode<S> {
         self.raw
             .mut_store()
             .save_snapshot(&snapshot, compact_index)?;
-        self.raw.mut_store().sync()?;
+        // The next sync makes the compaction durable (and retires the old file).
+        self.syncs.written += 1;
         self.snapshot_index = applied;
         self.counters.snapshots_taken += 1;
         Ok(())

@@ -2,7 +2,8 @@
 //!
 //! It keeps two copies of the store's contents: `live` (every write, what reads
 //! see) and `durable` (what [`LogStore::sync`] made durable), plus the journal of
-//! writes since the last sync. [`MemStorage::crash`] throws `live` and the journal
+//! writes since the last sync. In background mode a sync's job carries its part of
+//! the journal and makes it durable only when it runs. [`MemStorage::crash`] throws `live` and the journal
 //! away and restarts from `durable`, which is exactly what a power loss does to
 //! unsynced writes.
 //!
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
-use super::{LogState, LogStore, WriteOp, impl_raft_storage, log_store_writes};
+use super::{LogState, LogStore, SyncJob, WriteOp, impl_raft_storage, log_store_writes};
 use crate::error::Error;
 
 /// Most writes journaled between two syncs; a node syncs after every `Ready`, so
@@ -26,6 +27,10 @@ struct MemInner {
     durable: LogState,
     unsynced: Vec<WriteOp>,
     snapshot_requested: bool,
+    /// Syncs are jobs the node hands out ([`LogStore::syncs_in_background`]).
+    background: bool,
+    /// Crashes so far: a sync job started before a crash makes nothing durable.
+    crashes: u64,
 }
 
 /// An in-memory [`LogStore`] that can lose unsynced writes on [`MemStorage::crash`].
@@ -48,11 +53,19 @@ impl MemStorage {
             .expect("mem storage lock poisoned by an earlier panic")
     }
 
+    /// Makes the node hand its syncs out as jobs, as the agent's sled store does; a
+    /// write is then durable only once the job that covers it ran.
+    pub fn sync_in_background(self, background: bool) -> MemStorage {
+        self.lock().background = background;
+        self
+    }
+
     /// Simulates a power loss: every write since the last sync is lost.
     pub fn crash(&self) {
         let mut inner = self.lock();
         inner.live = inner.durable.clone();
         inner.unsynced.clear();
+        inner.crashes += 1;
     }
 
     /// How many writes would be lost by a crash now.
@@ -87,17 +100,35 @@ impl_raft_storage!(MemStorage, |this| this.lock().live, note_snapshot_request);
 impl LogStore for MemStorage {
     log_store_writes!();
 
-    fn sync(&mut self) -> Result<(), Error> {
+    fn start_sync(&mut self) -> Result<SyncJob, Error> {
         let mut inner = self.lock();
         let journal = std::mem::take(&mut inner.unsynced);
-        for op in &journal {
-            inner.durable.apply(op);
+        if !inner.background {
+            for op in &journal {
+                inner.durable.apply(op);
+            }
+            debug_assert_eq!(
+                inner.durable, inner.live,
+                "after a sync, durable equals live"
+            );
+            return Ok(SyncJob::done());
         }
-        debug_assert_eq!(
-            inner.durable, inner.live,
-            "after a sync, durable equals live"
-        );
-        Ok(())
+        let store = self.clone();
+        let crashes = inner.crashes;
+        Ok(SyncJob::new(move || {
+            let mut inner = store.lock();
+            if inner.crashes != crashes {
+                return Err(Error::storage("the store crashed during the sync"));
+            }
+            for op in &journal {
+                inner.durable.apply(op);
+            }
+            Ok(())
+        }))
+    }
+
+    fn syncs_in_background(&self) -> bool {
+        self.lock().background
     }
 
     fn last_snapshot(&self) -> Snapshot {

@@ -46,14 +46,52 @@ pub trait LogStore: raft::Storage {
     /// Records a snapshot the node made of its own applied state and discards log
     /// entries below `compact_index` (which must not exceed `snapshot index + 1`).
     fn save_snapshot(&mut self, snapshot: &Snapshot, compact_index: u64) -> Result<(), Error>;
-    /// Makes every earlier write durable.
-    fn sync(&mut self) -> Result<(), Error>;
+    /// Starts making every earlier write durable: the returned job does the slow
+    /// part (flushing, `fdatasync`) and may run on another thread while the store
+    /// takes further writes. Those are not covered by this job.
+    fn start_sync(&mut self) -> Result<SyncJob, Error>;
+    /// Makes every earlier write durable, on this thread.
+    fn sync(&mut self) -> Result<(), Error> {
+        self.start_sync()?.run()
+    }
+    /// Whether the node should hand its syncs to the caller
+    /// ([`crate::RaftNode::take_sync`]) instead of running them itself. The agent's
+    /// sled store does, so the event loop keeps running while the disk syncs.
+    fn syncs_in_background(&self) -> bool {
+        false
+    }
     /// The last saved or installed snapshot, with its data (an empty snapshot at index
     /// 0 if there is none).
     fn last_snapshot(&self) -> Snapshot;
     /// Whether raft asked for a snapshot the store could not give (too old, or not
     /// naming the receiving peer) since the last call. The node then saves a fresh one.
     fn take_snapshot_request(&mut self) -> bool;
+}
+
+/// The slow part of a sync ([`LogStore::start_sync`]): runs once, on any thread.
+pub struct SyncJob(Box<dyn FnOnce() -> Result<(), Error> + Send>);
+
+impl SyncJob {
+    /// A job that does `work`.
+    pub fn new(work: impl FnOnce() -> Result<(), Error> + Send + 'static) -> SyncJob {
+        SyncJob(Box::new(work))
+    }
+
+    /// A job with nothing left to do (the store made its writes durable at the start).
+    pub fn done() -> SyncJob {
+        SyncJob::new(|| Ok(()))
+    }
+
+    /// Runs the job.
+    pub fn run(self) -> Result<(), Error> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for SyncJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncJob")
+    }
 }
 
 /// One write to a log store; the unit [`MemStorage`] journals until sync and the

@@ -15,21 +15,29 @@
 //!
 //! Durability: sled 0.34's `flush` ends in `sync_file_range`, which neither flushes
 //! the disk's write cache nor file metadata, and sled never syncs its blob files
-//! (values over ~128 KiB). [`LogStore::sync`] therefore also `fdatasync`s sled's
-//! data file, and the blob files when a large entry was written since the last
-//! sync. Only then is a write acknowledged.
+//! (values over ~128 KiB). A sync therefore also `fdatasync`s sled's data file, and
+//! the blob files when a large entry was written since the last sync. Only then is a
+//! write acknowledged. The sync's work is a [`SyncJob`] that runs on any thread (sled
+//! is thread-safe): with [`SledStorage::sync_in_background`] the node hands it to the
+//! agent, which runs it on its own thread while the event loop goes on.
 //!
 //! Reads are served from an in-memory mirror ([`LogState`]) loaded at open, so raft's
-//! frequent reads never touch disk.
+//! frequent reads never touch disk. Writes update the mirror and collect in one
+//! pending [`sled::Batch`] (and the snapshot files to write); the sync job writes
+//! the snapshot files, applies the batch, flushes and `fdatasync`s. So sled sees one
+//! atomic batch per sync however many writes it covers, and none of that work runs
+//! on the caller's thread when the job runs elsewhere. A crash keeps exactly what
+//! the last finished sync covered.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
-use super::{LogState, LogStore, WriteOp, impl_raft_storage, log_store_writes};
+use super::{LogState, LogStore, SyncJob, WriteOp, impl_raft_storage, log_store_writes};
 use crate::error::Error;
 
 const META_KEY: &[u8] = b"m";
@@ -45,6 +53,25 @@ fn log_key(index: u64) -> [u8; 9] {
     key
 }
 
+/// What the next sync writes.
+#[derive(Default)]
+struct Pending {
+    /// Snapshot files, written durably before the batch whose metadata names them.
+    snapshot_files: Vec<(PathBuf, Snapshot)>,
+    batch: sled::Batch,
+    /// A large entry is in the batch: sync sled's blob files too.
+    blobs: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("snapshot_files", &self.snapshot_files.len())
+            .field("blobs", &self.blobs)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A [`LogStore`] persisted in sled, with snapshots in their own files.
 #[derive(Debug)]
 pub struct SledStorage {
@@ -56,10 +83,14 @@ pub struct SledStorage {
     sled_dir: PathBuf,
     /// Where snapshot files live.
     snapshot_dir: PathBuf,
-    /// A large entry was written since the last sync: sync sled's blob files too.
-    blobs_dirty: bool,
+    /// Writes since the last sync started, for the next sync job.
+    pending: Pending,
     /// Snapshot files superseded by a newer one, deleted after the next sync.
     stale_snapshots: Vec<PathBuf>,
+    /// sled's data file, kept open for `fdatasync`.
+    data_file: Arc<File>,
+    /// Hand syncs to the caller ([`LogStore::syncs_in_background`]).
+    background: bool,
 }
 
 fn snapshot_file(dir: &Path, index: u64, term: u64) -> PathBuf {
@@ -134,6 +165,8 @@ impl SledStorage {
             .map(|entry| entry.path())
             .filter(|path| *path != keep)
             .collect();
+        let data_path = sled_dir.join("db");
+        let data_file = File::open(&data_path).map_err(|err| io_error("open", &data_path, err))?;
         Ok(SledStorage {
             db,
             tree,
@@ -141,9 +174,18 @@ impl SledStorage {
             snapshot_requested: std::cell::Cell::new(false),
             sled_dir: sled_dir.to_path_buf(),
             snapshot_dir: snapshot_dir.to_path_buf(),
-            blobs_dirty: false,
+            pending: Pending::default(),
             stale_snapshots,
+            data_file: Arc::new(data_file),
+            background: false,
         })
+    }
+
+    /// Makes the node hand its syncs to the caller, to run on another thread
+    /// ([`crate::RaftNode::take_sync`]); by default the node syncs inline.
+    pub fn sync_in_background(mut self, background: bool) -> SledStorage {
+        self.background = background;
+        self
     }
 
     /// Opens (or creates) a store under `path`: sled in `path/sled`, snapshots
@@ -154,12 +196,14 @@ impl SledStorage {
         SledStorage::open(db, &sled_dir, &path.join("raft-snapshots"))
     }
 
-    /// Makes a snapshot's data durable in its own file (before the metadata that
+    /// Queues a snapshot's data for its own file (written before the metadata that
     /// names it), and marks the previous file for deletion after the next sync.
-    fn store_snapshot_data(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+    fn store_snapshot_data(&mut self, snapshot: &Snapshot) {
         let metadata = snapshot.get_metadata();
         let path = snapshot_file(&self.snapshot_dir, metadata.index, metadata.term);
-        write_durably(&path, &snapshot.data)?;
+        self.pending
+            .snapshot_files
+            .push((path.clone(), snapshot.clone()));
         // The same snapshot may come back after being superseded: keep it.
         self.stale_snapshots.retain(|stale| *stale != path);
         let previous = self.live.snapshot.get_metadata();
@@ -169,21 +213,20 @@ impl SledStorage {
                 self.stale_snapshots.push(old);
             }
         }
-        Ok(())
     }
 
     fn write(&mut self, op: WriteOp) -> Result<(), Error> {
         self.live.check(&op)?;
         match &op {
             WriteOp::InstallSnapshot(snapshot) | WriteOp::SaveSnapshot(snapshot, _) => {
-                self.store_snapshot_data(snapshot)?;
+                self.store_snapshot_data(snapshot);
             }
             WriteOp::Append(entries) => {
                 if entries
                     .iter()
                     .any(|entry| entry.data.len() >= BLOB_THRESHOLD_BYTES)
                 {
-                    self.blobs_dirty = true;
+                    self.pending.blobs = true;
                 }
             }
             WriteOp::SetHardState(_) | WriteOp::SetConfState(_) => {}
@@ -191,7 +234,7 @@ impl SledStorage {
         let before_first = self.live.first_index();
         let before_last = self.live.last_index();
         self.live.apply(&op);
-        let mut batch = sled::Batch::default();
+        let batch = &mut self.pending.batch;
         match &op {
             WriteOp::Append(entries) => {
                 if let Some(first) = entries.first() {
@@ -217,7 +260,7 @@ impl SledStorage {
             }
         }
         batch.insert(META_KEY, self.live.encode_meta()?);
-        self.tree.apply_batch(batch).map_err(Error::storage)
+        Ok(())
     }
 
     fn note_snapshot_request(&self) {
@@ -236,16 +279,33 @@ impl_raft_storage!(SledStorage, |this| this.live, note_snapshot_request);
 impl LogStore for SledStorage {
     log_store_writes!();
 
-    fn sync(&mut self) -> Result<(), Error> {
-        self.db.flush().map_err(Error::storage)?;
-        // sled's flush ends in sync_file_range; make it a real fdatasync.
-        let data_file = self.sled_dir.join("db");
-        File::open(&data_file)
-            .and_then(|file| file.sync_data())
-            .map_err(|err| io_error("sync", &data_file, err))?;
-        if std::mem::take(&mut self.blobs_dirty) {
-            let blobs = self.sled_dir.join("blobs");
-            if let Ok(listing) = std::fs::read_dir(&blobs) {
+    fn start_sync(&mut self) -> Result<SyncJob, Error> {
+        let db = self.db.clone();
+        let tree = self.tree.clone();
+        let data_file = self.data_file.clone();
+        let data_path = self.sled_dir.join("db");
+        let pending = std::mem::take(&mut self.pending);
+        let blobs = pending.blobs.then(|| self.sled_dir.join("blobs"));
+        // Superseded snapshot files go once the metadata naming their successor is
+        // durable: after this job's flush. No later write can bring one back while
+        // the job runs: a new snapshot's index is above every earlier one's.
+        let current = self.live.snapshot.get_metadata();
+        let current = snapshot_file(&self.snapshot_dir, current.index, current.term);
+        let mut stale = std::mem::take(&mut self.stale_snapshots);
+        stale.retain(|path| *path != current);
+        Ok(SyncJob::new(move || {
+            for (path, snapshot) in &pending.snapshot_files {
+                write_durably(path, &snapshot.data)?;
+            }
+            tree.apply_batch(pending.batch).map_err(Error::storage)?;
+            db.flush().map_err(Error::storage)?;
+            // sled's flush ends in sync_file_range; make it a real fdatasync.
+            data_file
+                .sync_data()
+                .map_err(|err| io_error("sync", &data_path, err))?;
+            if let Some(blobs) = blobs
+                && let Ok(listing) = std::fs::read_dir(&blobs)
+            {
                 for entry in listing.filter_map(Result::ok) {
                     File::open(entry.path())
                         .and_then(|file| file.sync_data())
@@ -253,18 +313,17 @@ impl LogStore for SledStorage {
                 }
                 sync_dir(&blobs)?;
             }
-        }
-        let current = self.live.snapshot.get_metadata();
-        let current = snapshot_file(&self.snapshot_dir, current.index, current.term);
-        for stale in std::mem::take(&mut self.stale_snapshots) {
-            if stale == current {
-                continue;
+            for path in stale {
+                if let Err(err) = std::fs::remove_file(&path) {
+                    tracing::debug!(path = %path.display(), %err, "stale snapshot not removed");
+                }
             }
-            if let Err(err) = std::fs::remove_file(&stale) {
-                tracing::debug!(path = %stale.display(), %err, "stale snapshot not removed");
-            }
-        }
-        Ok(())
+            Ok(())
+        }))
+    }
+
+    fn syncs_in_background(&self) -> bool {
+        self.background
     }
 
     fn last_snapshot(&self) -> Snapshot {
@@ -312,8 +371,11 @@ mod tests {
         store.install_snapshot(&snapshot(5, 2, 3 << 20)).unwrap();
         store.sync().unwrap();
         store.install_snapshot(&snapshot(9, 3, 3 << 20)).unwrap();
-        // The old file stays until the metadata naming the new one is synced.
-        assert_eq!(files(&dir.path().join("raft-snapshots")).len(), 2);
+        // Nothing is written before the sync: the old file is still the only one.
+        assert_eq!(
+            files(&dir.path().join("raft-snapshots")),
+            [format!("snapshot-{:020}-{:020}.bin", 5, 2)]
+        );
         store.sync().unwrap();
         assert_eq!(
             files(&dir.path().join("raft-snapshots")),
