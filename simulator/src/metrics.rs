@@ -88,6 +88,8 @@ pub(crate) struct Metrics {
     pub(crate) false_downs: u64,
     /// Down verdicts explained by a partition.
     pub(crate) partition_downs: u64,
+    /// Down verdicts on a node stalled longer than the config tolerates.
+    pub(crate) stall_downs: u64,
     pub(crate) by_kind: BTreeMap<&'static str, KindCount>,
     pub(crate) messages: u64,
     pub(crate) bytes: u64,

@@ -65,8 +65,10 @@ pub struct DetectionReport {
     pub incomplete: usize,
 }
 
-/// False "down" verdicts: a running (or stalled) node, not cut off by a
-/// partition, declared down.
+/// False "down" verdicts: a running node, not cut off by a partition and
+/// not stalled, declared down — or a stalled node declared down before its
+/// stall outlasted `suspect_timeout_min`, the shortest stall the config may
+/// treat as a failure.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FalseDownReport {
     /// (observer, subject) verdicts.
@@ -79,6 +81,10 @@ pub struct FalseDownReport {
     pub max_per_observer: u64,
     /// Down verdicts explained by a partition (not counted above).
     pub partition_explained: u64,
+    /// Down verdicts on a node stalled longer than `suspect_timeout_min`
+    /// (not counted above): the detector did its job on a node that was,
+    /// for that long, indistinguishable from a dead one.
+    pub stall_explained: u64,
 }
 
 /// How fast news spreads.
@@ -256,8 +262,13 @@ impl Report {
         let f = &m.false_down;
         let _ = writeln!(
             text,
-            "  false down: {} verdicts, {} episodes, {} observers (max {} per observer); {} explained by partitions",
-            f.verdicts, f.episodes, f.observers, f.max_per_observer, f.partition_explained
+            "  false down: {} verdicts, {} episodes, {} observers (max {} per observer); {} explained by partitions, {} by stalls over suspect_timeout_min",
+            f.verdicts,
+            f.episodes,
+            f.observers,
+            f.max_per_observer,
+            f.partition_explained,
+            f.stall_explained
         );
         let s = &m.dissemination;
         let _ = writeln!(
@@ -350,6 +361,7 @@ pub(crate) fn build(
             .max()
             .unwrap_or(0),
         partition_explained: metrics.partition_downs,
+        stall_explained: metrics.stall_downs,
     };
     let down: Vec<Duration> = metrics
         .detections

@@ -109,6 +109,9 @@ struct Planned {
     repetition: u32,
 }
 
+/// A liveness condition over the whole world; the error says what is missing.
+type LivenessCheck = fn(&World) -> Result<(), String>;
+
 /// Check handles.
 #[derive(Debug)]
 struct CheckIds {
@@ -124,6 +127,7 @@ struct CheckIds {
     minority: usize,
     raft_leader: Option<usize>,
     catalog_converged: Option<usize>,
+    telemetry_converged: usize,
 }
 
 /// The whole simulated world of one run.
@@ -151,6 +155,12 @@ pub(crate) struct World {
     digest: [u64; 2],
     envelope_len: usize,
     partition_grace: Duration,
+    /// Each node's latest stall: (start, end once resumed).
+    stalls: Vec<Option<(Duration, Option<Duration>)>>,
+    /// The longest stall the membership config promises to ride out: a
+    /// stalled node is only ever declared down after this long
+    /// (`suspect_timeout_min`, the shortest suspicion).
+    stall_tolerated: Duration,
     out: Vec<Output>,
     arrivals: Vec<Duration>,
     auto_id: u64,
@@ -239,7 +249,7 @@ impl World {
                 checks.add(
                     "membership.false_down",
                     CheckKind::Safety,
-                    &format!("at most {max} false down verdicts (a running node, not cut off by a partition, declared down)"),
+                    &format!("at most {max} false down verdicts (a running node, not cut off by a partition, declared down; or a stalled one before its stall outlasted suspect_timeout_min)"),
                 )
             }),
             detection: scenario.checks.detection_p99_max.map(|max| {
@@ -288,6 +298,11 @@ impl World {
                     "after the last fault, a seed reaching a majority leads and every running seed follows it, within checks.converge_within",
                 )
             }),
+            telemetry_converged: checks.add(
+                "telemetry.converged",
+                CheckKind::Liveness,
+                "after the last fault, every running agent holds a telemetry record of every running node at that node's current generation, within checks.converge_within",
+            ),
             catalog_converged: (scenario.checks.consensus && !scenario.sim.membership_only && n_seeds > 0).then(|| {
                 checks.add(
                     "catalog.converged",
@@ -297,6 +312,7 @@ impl World {
             }),
         };
         let partition_grace = config.suspect_timeout_max * 2 + config.probe_period;
+        let stall_tolerated = config.suspect_timeout_min;
         let world = Self {
             envelope_len: shoal_membership::codec::Envelope::new(&config.cluster_name).len(),
             config,
@@ -319,6 +335,8 @@ impl World {
             events_processed: 0,
             digest: [seed, mix64(seed)],
             partition_grace,
+            stalls: vec![None; n],
+            stall_tolerated,
             out: Vec::new(),
             arrivals: Vec::new(),
             auto_id: 0,
@@ -823,6 +841,8 @@ impl World {
                         .involved_recently(subject, now, self.partition_grace)
                     {
                         self.metrics.partition_downs += 1;
+                    } else if self.stalled_beyond_tolerance(subject, now) {
+                        self.metrics.stall_downs += 1;
                     } else {
                         self.metrics
                             .false_down(observer, subject, generation, identity.rejoin);
@@ -852,6 +872,25 @@ impl World {
             Event::Defunct => self.fold(&[11, observer as u64]),
             Event::Rejoined(identity) => {
                 self.fold(&[12, observer as u64, u64::from(identity.rejoin)])
+            }
+        }
+    }
+
+    /// Whether `subject` is in, or just came out of, a stall longer than
+    /// the config tolerates: declaring it down then is detection, not a
+    /// false verdict. While it is stalled, what counts is how long it has
+    /// been so far (a verdict before the tolerated time is false however
+    /// long the stall turns out); after it, the whole stall, for verdicts
+    /// within the partition grace (refutations take a moment to spread).
+    fn stalled_beyond_tolerance(&self, subject: usize, now: Duration) -> bool {
+        let Some((start, end)) = self.stalls[subject] else {
+            return false;
+        };
+        match end {
+            None => now.saturating_sub(start) > self.stall_tolerated,
+            Some(end) => {
+                now.saturating_sub(end) <= self.partition_grace
+                    && end.saturating_sub(start) > self.stall_tolerated
             }
         }
     }
@@ -1150,6 +1189,9 @@ impl World {
                 let targets = self.select(&entry.targets, &mut rng, running);
                 let mut longest = None;
                 for &t in &targets {
+                    if self.nodes[t].status == Status::Running {
+                        self.stalls[t] = Some((self.now, None));
+                    }
                     self.nodes[t].pause();
                     if let Some(min) = entry.duration {
                         let stall = rng.duration_between(min, entry.for_max.unwrap_or(min));
@@ -1300,6 +1342,11 @@ impl World {
 
     fn resume(&mut self, targets: &[usize]) {
         for &t in targets {
+            if self.nodes[t].status == Status::Paused
+                && let Some((_, end)) = &mut self.stalls[t]
+            {
+                *end = Some(self.now);
+            }
             let mut out = std::mem::take(&mut self.out);
             self.nodes[t].resume(self.now, &self.names, &mut out);
             self.after_input(t, out);
@@ -1375,12 +1422,20 @@ impl World {
                 let result = self.converged();
                 self.liveness(id, result);
             }
-            for (id, result) in [
-                (self.ids.raft_leader, self.leader_settled()),
-                (self.ids.catalog_converged, self.catalog_converged()),
-            ] {
+            let checks: [(Option<usize>, LivenessCheck); 3] = [
+                (self.ids.raft_leader, Self::leader_settled),
+                (self.ids.catalog_converged, Self::catalog_converged),
+                (
+                    Some(self.ids.telemetry_converged),
+                    Self::telemetry_converged,
+                ),
+            ];
+            for (id, check) in checks {
                 let Some(id) = id else { continue };
-                self.liveness(id, result);
+                if !self.checks.has_held(id) && !self.checks.is_failed(id) {
+                    let result = check(self);
+                    self.liveness(id, result);
+                }
             }
         }
     }
@@ -1443,6 +1498,35 @@ impl World {
                     "{} follows {:?}, not {leader_id}",
                     node.spec.name,
                     raft.leader().map(|l| l.to_string())
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every running agent holds a telemetry record of every running node,
+    /// at that node's current generation: the CRDT has spread everyone's
+    /// newest start everywhere (versions within a generation keep moving
+    /// with heartbeats, so they are not compared).
+    fn telemetry_converged(&self) -> Result<(), String> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].status == Status::Running && !self.zombies.contains(*i))
+            .collect();
+        for &observer in &running {
+            let core = self.nodes[observer].core().expect("running");
+            let lagging = core.membership().with_telemetry(|store| {
+                running.iter().copied().find(|subject| {
+                    store.record(&self.names[*subject]).is_none_or(|record| {
+                        record.version.generation.0 != self.nodes[*subject].generation
+                    })
+                })
+            });
+            if let Some(subject) = lagging {
+                return Err(format!(
+                    "{} holds no telemetry of {} at generation {}",
+                    self.nodes[observer].spec.name,
+                    self.nodes[subject].spec.name,
+                    self.nodes[subject].generation
                 ));
             }
         }
