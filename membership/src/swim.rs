@@ -60,7 +60,12 @@ pub struct MembershipConfig {
     /// How long a direct probe waits for an ack before asking others to
     /// probe indirectly. Default 500 ms; must be below `probe_period`.
     pub probe_timeout: Duration,
-    /// How many members are asked to probe indirectly. Default 3.
+    /// How many members are asked to probe indirectly. Default 5: at 20%
+    /// packet loss a probe then fails for a live member about 2.6% of the
+    /// time instead of 7.4% (with 3), which the simulator measured as 1
+    /// false "down" verdict instead of 54 (see BENCHMARKS.md). Indirect
+    /// probes are sent only after a direct probe failed, so the cost is
+    /// small when the network is healthy.
     pub indirect_probes: usize,
     /// Suspicion timeout once enough independent accusers agree (or at
     /// once, without Lifeguard). Default 2 s.
@@ -118,7 +123,7 @@ impl MembershipConfig {
             cluster_name: cluster_name.into(),
             probe_period: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(500),
-            indirect_probes: 3,
+            indirect_probes: 5,
             suspect_timeout_min: Duration::from_secs(2),
             suspect_timeout_max: Duration::from_secs(8),
             confirmations_expected: 3,
