@@ -99,9 +99,12 @@ pub struct RaftConfig {
     /// Largest total size of proposed but uncommitted entries, in bytes; proposals
     /// beyond it are dropped ([`Error::ProposalDropped`]). Default 64 MiB.
     pub uncommitted_bytes_max: u64,
-    /// Take a snapshot every this many applied entries. Default 10,000; at least 1.
-    /// A snapshot encodes the whole catalog on the event loop, so taking one
-    /// every few hundred milliseconds under load shows up in tail latency.
+    /// Take a snapshot every this many applied entries. Default 100,000 (etcd's
+    /// `--snapshot-count` default too); at least 1. A snapshot encodes the whole
+    /// catalog on the event loop — with a full 100,000-request dedup window about
+    /// 20 MB and 80 ms here — so taking one every second or two under load shows
+    /// up in tail latency. The log between snapshots stays on disk and in memory
+    /// (a few hundred bytes per entry).
     pub snapshot_interval_entries: u64,
     /// Entries kept below a snapshot so slightly lagging followers can catch up
     /// without a snapshot. Default 100.
@@ -118,7 +121,7 @@ impl RaftConfig {
             message_bytes_max: 1024 * 1024,
             inflight_messages_max: 256,
             uncommitted_bytes_max: 64 * 1024 * 1024,
-            snapshot_interval_entries: 10_000,
+            snapshot_interval_entries: 100_000,
             log_retained_entries: 100,
         }
     }
