@@ -105,6 +105,15 @@ pub(crate) enum WriteOp {
     SaveSnapshot(Snapshot, u64),
 }
 
+/// A snapshot's metadata and the last compacted entry: what a store's metadata says
+/// about where its log starts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Compaction {
+    pub(crate) snapshot: SnapshotMetadata,
+    pub(crate) truncated_index: u64,
+    pub(crate) truncated_term: u64,
+}
+
 /// The contents of a log store, in memory. Reads of both stores are served from here.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct LogState {
@@ -270,18 +279,24 @@ impl LogState {
         Ok(self.snapshot.clone())
     }
 
-    /// Encodes the parts a persistent store keeps beside the entries.
-    pub(crate) fn encode_meta(&self) -> Result<Vec<u8>, Error> {
+    /// The snapshot and compaction point this state is at.
+    pub(crate) fn compaction(&self) -> Compaction {
+        Compaction {
+            snapshot: self.snapshot.get_metadata().clone(),
+            truncated_index: self.truncated_index,
+            truncated_term: self.truncated_term,
+        }
+    }
+
+    /// Encodes the metadata with the snapshot and compaction point `at` instead of
+    /// this state's own (a store whose newest snapshot file is still being written).
+    pub(crate) fn encode_meta_as(&self, at: &Compaction) -> Result<Vec<u8>, Error> {
         let meta = StoredMeta {
             hard_state: self.hard_state.write_to_bytes().map_err(Error::storage)?,
             conf_state: self.conf_state.write_to_bytes().map_err(Error::storage)?,
-            snapshot_metadata: self
-                .snapshot
-                .get_metadata()
-                .write_to_bytes()
-                .map_err(Error::storage)?,
-            truncated_index: self.truncated_index,
-            truncated_term: self.truncated_term,
+            snapshot_metadata: at.snapshot.write_to_bytes().map_err(Error::storage)?,
+            truncated_index: at.truncated_index,
+            truncated_term: at.truncated_term,
         };
         rmp_serde::to_vec_named(&meta).map_err(Error::storage)
     }

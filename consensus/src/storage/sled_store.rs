@@ -37,7 +37,9 @@ use std::sync::Arc;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
-use super::{LogState, LogStore, SyncJob, WriteOp, impl_raft_storage, log_store_writes};
+use super::{
+    Compaction, LogState, LogStore, SyncJob, WriteOp, impl_raft_storage, log_store_writes,
+};
 use crate::error::Error;
 
 const META_KEY: &[u8] = b"m";
@@ -51,6 +53,18 @@ fn log_key(index: u64) -> [u8; 9] {
     key[0] = LOG_PREFIX;
     key[1..].copy_from_slice(&index.to_be_bytes());
     key
+}
+
+/// A snapshot the node saved, whose file a thread is writing. Until the file is
+/// durable, sled keeps the previous snapshot's metadata and the entries the new
+/// one compacts away; a sync after it finished records the new one.
+#[derive(Debug)]
+struct SnapshotSave {
+    writer: std::thread::JoinHandle<Result<(), Error>>,
+    compaction: Compaction,
+    /// Log entries it compacts away: `first..end`.
+    compacted: std::ops::Range<u64>,
+    path: PathBuf,
 }
 
 /// What the next sync writes.
@@ -87,6 +101,11 @@ pub struct SledStorage {
     pending: Pending,
     /// Snapshot files superseded by a newer one, deleted after the next sync.
     stale_snapshots: Vec<PathBuf>,
+    /// Where sled's metadata says the log starts: behind `live` while the file of
+    /// the newest saved snapshot is still being written.
+    stored: Compaction,
+    /// The node's own newest snapshot, being written to its file by its own thread.
+    saving: Option<SnapshotSave>,
     /// sled's data file, kept open for `fdatasync`.
     data_file: Arc<File>,
     /// Hand syncs to the caller ([`LogStore::syncs_in_background`]).
@@ -167,6 +186,7 @@ impl SledStorage {
             .collect();
         let data_path = sled_dir.join("db");
         let data_file = File::open(&data_path).map_err(|err| io_error("open", &data_path, err))?;
+        let stored = live.compaction();
         Ok(SledStorage {
             db,
             tree,
@@ -176,6 +196,8 @@ impl SledStorage {
             snapshot_dir: snapshot_dir.to_path_buf(),
             pending: Pending::default(),
             stale_snapshots,
+            stored,
+            saving: None,
             data_file: Arc::new(data_file),
             background: false,
         })
@@ -196,70 +218,113 @@ impl SledStorage {
         SledStorage::open(db, &sled_dir, &path.join("raft-snapshots"))
     }
 
-    /// Queues a snapshot's data for its own file (written before the metadata that
-    /// names it), and marks the previous file for deletion after the next sync.
-    fn store_snapshot_data(&mut self, snapshot: &Snapshot) {
-        let metadata = snapshot.get_metadata();
-        let path = snapshot_file(&self.snapshot_dir, metadata.index, metadata.term);
-        self.pending
-            .snapshot_files
-            .push((path.clone(), snapshot.clone()));
-        // The same snapshot may come back after being superseded: keep it.
-        self.stale_snapshots.retain(|stale| *stale != path);
-        let previous = self.live.snapshot.get_metadata();
-        if previous.index > 0 {
-            let old = snapshot_file(&self.snapshot_dir, previous.index, previous.term);
-            if old != path {
+    fn snapshot_path(&self, metadata: &raft::eraftpb::SnapshotMetadata) -> PathBuf {
+        snapshot_file(&self.snapshot_dir, metadata.index, metadata.term)
+    }
+
+    /// Marks the file of the snapshot sled's metadata names now as stale: it goes
+    /// after the sync that makes the metadata naming its successor durable.
+    fn retire_stored_snapshot(&mut self, successor: &Path) {
+        if self.stored.snapshot.index > 0 {
+            let old = self.snapshot_path(&self.stored.snapshot.clone());
+            if old != successor {
                 self.stale_snapshots.push(old);
             }
         }
     }
 
+    /// Records the saved snapshot whose file is written (waiting for the writer
+    /// if `wait`): the next sync's batch compacts the log and names the new file.
+    fn settle_saving(&mut self, wait: bool) -> Result<(), Error> {
+        if !wait
+            && self
+                .saving
+                .as_ref()
+                .is_some_and(|save| !save.writer.is_finished())
+        {
+            return Ok(());
+        }
+        let Some(save) = self.saving.take() else {
+            return Ok(());
+        };
+        save.writer
+            .join()
+            .map_err(|_| Error::storage("the snapshot writer panicked"))??;
+        for index in save.compacted {
+            self.pending.batch.remove(&log_key(index));
+        }
+        self.retire_stored_snapshot(&save.path);
+        self.stored = save.compaction;
+        Ok(())
+    }
+
     fn write(&mut self, op: WriteOp) -> Result<(), Error> {
         self.live.check(&op)?;
-        match &op {
-            WriteOp::InstallSnapshot(snapshot) | WriteOp::SaveSnapshot(snapshot, _) => {
-                self.store_snapshot_data(snapshot);
-            }
-            WriteOp::Append(entries) => {
-                if entries
-                    .iter()
-                    .any(|entry| entry.data.len() >= BLOB_THRESHOLD_BYTES)
-                {
-                    self.pending.blobs = true;
-                }
-            }
-            WriteOp::SetHardState(_) | WriteOp::SetConfState(_) => {}
+        if let WriteOp::Append(entries) = &op
+            && entries
+                .iter()
+                .any(|entry| entry.data.len() >= BLOB_THRESHOLD_BYTES)
+        {
+            self.pending.blobs = true;
+        }
+        if matches!(op, WriteOp::InstallSnapshot(_) | WriteOp::SaveSnapshot(..)) {
+            // One snapshot file in flight at a time; a received snapshot replaces
+            // everything the saved one would have recorded.
+            self.settle_saving(true)?;
         }
         let before_first = self.live.first_index();
         let before_last = self.live.last_index();
         self.live.apply(&op);
-        let batch = &mut self.pending.batch;
         match &op {
             WriteOp::Append(entries) => {
                 if let Some(first) = entries.first() {
                     for index in first.index..=before_last {
-                        batch.remove(&log_key(index));
+                        self.pending.batch.remove(&log_key(index));
                     }
                     for entry in entries {
                         let bytes = entry.write_to_bytes().map_err(Error::storage)?;
-                        batch.insert(&log_key(entry.index), bytes);
+                        self.pending.batch.insert(&log_key(entry.index), bytes);
                     }
                 }
             }
             WriteOp::SetHardState(_) | WriteOp::SetConfState(_) => {}
-            WriteOp::InstallSnapshot(_) => {
+            WriteOp::InstallSnapshot(snapshot) => {
+                // Rare (a follower far behind), and nothing is acknowledged before
+                // it is durable: written by the next sync, before its metadata.
+                let path = self.snapshot_path(snapshot.get_metadata());
+                self.pending
+                    .snapshot_files
+                    .push((path.clone(), snapshot.clone()));
+                self.stale_snapshots.retain(|stale| *stale != path);
                 for index in before_first..=before_last {
-                    batch.remove(&log_key(index));
+                    self.pending.batch.remove(&log_key(index));
                 }
+                self.retire_stored_snapshot(&path);
+                self.stored = self.live.compaction();
             }
-            WriteOp::SaveSnapshot(..) => {
-                for index in before_first..self.live.first_index() {
-                    batch.remove(&log_key(index));
-                }
+            WriteOp::SaveSnapshot(snapshot, _) => {
+                // The node's own snapshot: its file (megabytes) is written by its
+                // own thread, so no sync waits for it.
+                let path = self.snapshot_path(snapshot.get_metadata());
+                self.stale_snapshots.retain(|stale| *stale != path);
+                // A queued file of the same name is older: this one replaces it.
+                self.pending
+                    .snapshot_files
+                    .retain(|(queued, _)| *queued != path);
+                let data = snapshot.clone();
+                let file = path.clone();
+                let writer = std::thread::Builder::new()
+                    .name("raft-snapshot".into())
+                    .spawn(move || write_durably(&file, &data.data))
+                    .map_err(|err| Error::storage(format!("start the snapshot writer: {err}")))?;
+                self.saving = Some(SnapshotSave {
+                    writer,
+                    compaction: self.live.compaction(),
+                    compacted: before_first..self.live.first_index(),
+                    path,
+                });
             }
         }
-        batch.insert(META_KEY, self.live.encode_meta()?);
         Ok(())
     }
 
@@ -280,6 +345,9 @@ impl LogStore for SledStorage {
     log_store_writes!();
 
     fn start_sync(&mut self) -> Result<SyncJob, Error> {
+        self.settle_saving(false)?;
+        let meta = self.live.encode_meta_as(&self.stored)?;
+        self.pending.batch.insert(META_KEY, meta);
         let db = self.db.clone();
         let tree = self.tree.clone();
         let data_file = self.data_file.clone();
@@ -289,8 +357,7 @@ impl LogStore for SledStorage {
         // Superseded snapshot files go once the metadata naming their successor is
         // durable: after this job's flush. No later write can bring one back while
         // the job runs: a new snapshot's index is above every earlier one's.
-        let current = self.live.snapshot.get_metadata();
-        let current = snapshot_file(&self.snapshot_dir, current.index, current.term);
+        let current = self.snapshot_path(&self.stored.snapshot.clone());
         let mut stale = std::mem::take(&mut self.stale_snapshots);
         stale.retain(|path| *path != current);
         Ok(SyncJob::new(move || {
@@ -320,6 +387,13 @@ impl LogStore for SledStorage {
             }
             Ok(())
         }))
+    }
+
+    /// Waits for a snapshot file still being written, so that a sync on this
+    /// thread covers every earlier write, the snapshot included.
+    fn sync(&mut self) -> Result<(), Error> {
+        self.settle_saving(true)?;
+        self.start_sync()?.run()
     }
 
     fn syncs_in_background(&self) -> bool {
