@@ -351,32 +351,38 @@ fn followers_refuse_proposals_with_the_leader_named() {
     assert!(matches!(err, crate::Error::NotLeader { leader: Some(ref l) } if *l == leader));
 }
 
+/// Five seeds under 20% loss, one crash and restart per round, a proposal per
+/// round; then, without loss, a write commits everywhere. Safety (one leader per
+/// term, one history by index) is checked by the harness after every delivery.
+fn stays_safe_under_loss_and_crashes(mut cluster: Cluster, seed: u64) {
+    cluster.loss_percent = 20;
+    let names: Vec<_> = cluster.nodes.keys().cloned().collect();
+    for round in 0..6u64 {
+        if let Some(leader) = cluster.leader() {
+            let _ = cluster.node_mut(&leader).propose(&set_config(
+                &format!("s{seed}r{round}"),
+                "k",
+                "v",
+            ));
+            cluster.collect(&leader);
+        }
+        cluster.run_ticks(15);
+        let victim = names[(seed + round) as usize % names.len()].clone();
+        cluster.crash(&victim);
+        cluster.run_ticks(15);
+        cluster.start(&victim);
+    }
+    cluster.loss_percent = 0;
+    let index = cluster.propose_and_commit(&set_config(&format!("s{seed}end"), "k", "end"));
+    for name in &names {
+        assert!(cluster.node(name).applied_index() >= index, "seed {seed}");
+    }
+}
+
 #[test]
 fn many_seeds_stay_safe_under_loss_and_crashes() {
     for seed in 0..8 {
-        let mut cluster = Cluster::new(5, 100 + seed);
-        cluster.loss_percent = 20;
-        let names: Vec<_> = cluster.nodes.keys().cloned().collect();
-        for round in 0..6u64 {
-            if let Some(leader) = cluster.leader() {
-                let _ = cluster.node_mut(&leader).propose(&set_config(
-                    &format!("s{seed}r{round}"),
-                    "k",
-                    "v",
-                ));
-                cluster.collect(&leader);
-            }
-            cluster.run_ticks(15);
-            let victim = names[(seed + round) as usize % names.len()].clone();
-            cluster.crash(&victim);
-            cluster.run_ticks(15);
-            cluster.start(&victim);
-        }
-        cluster.loss_percent = 0;
-        assert!(
-            cluster.run_until(500, |c| c.leader().is_some()),
-            "seed {seed}: no leader"
-        );
+        stays_safe_under_loss_and_crashes(Cluster::new(5, 100 + seed), seed);
     }
 }
 
@@ -499,31 +505,7 @@ fn a_batch_of_proposals_is_held_until_the_batch_ends_then_commits() {
 #[test]
 fn background_syncs_stay_safe_under_loss_and_crashes() {
     for seed in 0..8 {
-        let mut cluster = Cluster::with_background_syncs(5, 200 + seed);
-        cluster.loss_percent = 20;
-        let names: Vec<_> = cluster.nodes.keys().cloned().collect();
-        for round in 0..6u64 {
-            if let Some(leader) = cluster.leader() {
-                let _ = cluster.node_mut(&leader).propose(&set_config(
-                    &format!("s{seed}r{round}"),
-                    "k",
-                    "v",
-                ));
-                cluster.collect(&leader);
-            }
-            cluster.run_ticks(15);
-            let victim = names[(seed + round) as usize % names.len()].clone();
-            cluster.crash(&victim);
-            cluster.run_ticks(15);
-            cluster.start(&victim);
-        }
-        cluster.loss_percent = 0;
-        // Safety (one leader per term, one history by index) is checked by the
-        // harness after every delivery round; here: it still makes progress.
-        let index = cluster.propose_and_commit(&set_config(&format!("s{seed}end"), "k", "end"));
-        for name in &names {
-            assert!(cluster.node(name).applied_index() >= index, "seed {seed}");
-        }
+        stays_safe_under_loss_and_crashes(Cluster::with_background_syncs(5, 200 + seed), seed);
     }
 }
 
