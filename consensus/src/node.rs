@@ -764,11 +764,18 @@ impl<S: LogStore> RaftNode<S> {
         }
         let result = self.handle_readies();
         self.redraw_election_timeout();
-        if result.is_err() {
-            tracing::error!(node = %self.config.node_id, "raft node stopped: {result:?}");
-            self.stopped = true;
+        if let Err(error) = &result {
+            self.stop(error);
         }
         result
+    }
+
+    /// A storage (or other fatal) error: the node stops for good.
+    fn stop(&mut self, error: &Error) {
+        if !self.stopped {
+            tracing::error!(node = %self.config.node_id, "raft node stopped: {error}");
+        }
+        self.stopped = true;
     }
 
     fn redraw_election_timeout(&mut self) {
@@ -899,8 +906,7 @@ impl<S: LogStore> RaftNode<S> {
                 })
             }
             Err(error) => {
-                tracing::error!(node = %self.config.node_id, "raft node stopped: {error}");
-                self.stopped = true;
+                self.stop(&error);
                 None
             }
         }
@@ -928,8 +934,7 @@ impl<S: LogStore> RaftNode<S> {
         }
         self.syncs.running = None;
         if let Err(error) = result {
-            tracing::error!(node = %self.config.node_id, "raft node stopped: sync failed: {error}");
-            self.stopped = true;
+            self.stop(&error);
             return Err(error);
         }
         self.syncs.synced = ticket.0;

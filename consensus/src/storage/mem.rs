@@ -101,21 +101,16 @@ impl LogStore for MemStorage {
     log_store_writes!();
 
     fn start_sync(&mut self) -> Result<SyncJob, Error> {
-        let mut inner = self.lock();
-        let journal = std::mem::take(&mut inner.unsynced);
-        if !inner.background {
-            for op in &journal {
-                inner.durable.apply(op);
-            }
-            debug_assert_eq!(
-                inner.durable, inner.live,
-                "after a sync, durable equals live"
-            );
-            return Ok(SyncJob::done());
-        }
+        let (journal, crashes, background) = {
+            let mut inner = self.lock();
+            (
+                std::mem::take(&mut inner.unsynced),
+                inner.crashes,
+                inner.background,
+            )
+        };
         let store = self.clone();
-        let crashes = inner.crashes;
-        Ok(SyncJob::new(move || {
+        let job = SyncJob::new(move || {
             let mut inner = store.lock();
             if inner.crashes != crashes {
                 return Err(Error::storage("the store crashed during the sync"));
@@ -124,7 +119,17 @@ impl LogStore for MemStorage {
                 inner.durable.apply(op);
             }
             Ok(())
-        }))
+        });
+        if background {
+            return Ok(job);
+        }
+        job.run()?;
+        let inner = self.lock();
+        debug_assert_eq!(
+            inner.durable, inner.live,
+            "after a sync, durable equals live"
+        );
+        Ok(SyncJob::done())
     }
 
     fn syncs_in_background(&self) -> bool {

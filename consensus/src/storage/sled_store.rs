@@ -226,7 +226,7 @@ impl SledStorage {
     /// after the sync that makes the metadata naming its successor durable.
     fn retire_stored_snapshot(&mut self, successor: &Path) {
         if self.stored.snapshot.index > 0 {
-            let old = self.snapshot_path(&self.stored.snapshot.clone());
+            let old = self.snapshot_path(&self.stored.snapshot);
             if old != successor {
                 self.stale_snapshots.push(old);
             }
@@ -357,7 +357,7 @@ impl LogStore for SledStorage {
         // Superseded snapshot files go once the metadata naming their successor is
         // durable: after this job's flush. No later write can bring one back while
         // the job runs: a new snapshot's index is above every earlier one's.
-        let current = self.snapshot_path(&self.stored.snapshot.clone());
+        let current = self.snapshot_path(&self.stored.snapshot);
         let mut stale = std::mem::take(&mut self.stale_snapshots);
         stale.retain(|path| *path != current);
         Ok(SyncJob::new(move || {
