@@ -122,11 +122,11 @@ pub async fn run(config: Config) -> Result<()> {
         addr: config.advertise,
         generation,
         rejoin: 0,
-        meta: MemberMeta {
+        meta: std::sync::Arc::new(MemberMeta {
             role: config.role,
             labels: config.labels.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-        },
+        }),
     };
     let _span =
         tracing::info_span!("agent", node = %identity.node_id, generation = generation.0).entered();

@@ -249,11 +249,11 @@ mod tests {
                     addr: SocketAddr::from(([127, 0, 0, 1], port)),
                     generation: Generation(generation),
                     rejoin,
-                    meta: MemberMeta {
+                    meta: std::sync::Arc::new(MemberMeta {
                         role: if seed { Role::Seed } else { Role::Member },
                         labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
                         version: "1.2.3".into(),
-                    },
+                    }),
                 })
         }
 

@@ -36,7 +36,7 @@ pub const NODE_ID_INLINE_LEN: usize = 16;
 /// [`NODE_ID_INLINE_LEN`] bytes and has no NUL byte (the zero padding must
 /// not be mistaken for content; valid ids never contain NUL, but ids decoded
 /// from the wire are not validated).
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Eq, Hash)]
 enum Repr {
     /// The id's bytes followed by zeros.
     Inline([u8; NODE_ID_INLINE_LEN]),
@@ -80,6 +80,20 @@ impl NodeId {
                 std::str::from_utf8(&bytes[..len]).expect("copied from a str, cut at a NUL")
             }
             Repr::Shared(id) => id,
+        }
+    }
+}
+
+impl PartialEq for Repr {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            // One integer comparison, inlined: the derived comparison of two
+            // byte arrays is a call to `memcmp`.
+            (Repr::Inline(mine), Repr::Inline(theirs)) => {
+                u128::from_ne_bytes(*mine) == u128::from_ne_bytes(*theirs)
+            }
+            (Repr::Shared(mine), Repr::Shared(theirs)) => mine == theirs,
+            _ => false,
         }
     }
 }
@@ -250,8 +264,10 @@ pub struct Identity {
     /// down, or was on the other side of a partition, come back at once
     /// without a restart.
     pub rejoin: u32,
-    /// Role, labels and version, visible to every member.
-    pub meta: MemberMeta,
+    /// Role, labels and version, visible to every member. Shared, so that
+    /// cloning an identity (foca does, for every update it applies and every
+    /// broadcast it queues) copies no strings.
+    pub meta: Arc<MemberMeta>,
 }
 
 impl Identity {
@@ -264,11 +280,11 @@ impl Identity {
             addr,
             generation: Generation(0),
             rejoin: 0,
-            meta: MemberMeta {
+            meta: Arc::new(MemberMeta {
                 role: Role::Member,
                 labels: BTreeMap::new(),
                 version: String::new(),
-            },
+            }),
         }
     }
 }

@@ -21,11 +21,11 @@ fn identity(index: usize, generation: u64) -> Identity {
         addr: SocketAddr::from(([127, 0, 0, 1], 7400 + index as u16)),
         generation: Generation(generation),
         rejoin: 0,
-        meta: MemberMeta {
+        meta: std::sync::Arc::new(MemberMeta {
             role: if index < 3 { Role::Seed } else { Role::Member },
             labels,
             version: "0.0.0".into(),
-        },
+        }),
     }
 }
 

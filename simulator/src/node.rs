@@ -219,11 +219,11 @@ impl SimNode {
             addr: addr_of(index),
             generation: Generation(self.generation),
             rejoin: 0,
-            meta: MemberMeta {
+            meta: std::sync::Arc::new(MemberMeta {
                 role: self.spec.role,
                 labels: self.spec.labels.clone(),
                 version: "sim".into(),
-            },
+            }),
         }
     }
 

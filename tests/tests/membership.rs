@@ -293,11 +293,11 @@ fn a_member_cannot_speak_for_another() {
         addr: prober.local_addr().unwrap(),
         generation: Generation(99),
         rejoin: 0,
-        meta: MemberMeta {
+        meta: std::sync::Arc::new(MemberMeta {
             role: Role::Seed,
             labels: Default::default(),
             version: "0.0.0".into(),
-        },
+        }),
     };
     let mut impostor = Membership::new(
         identity,
