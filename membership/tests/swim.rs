@@ -497,3 +497,57 @@ fn a_restarted_node_learns_every_member_at_once_by_push_pull() {
     assert!(net.now - restarted <= Duration::from_secs(2));
     assert!(net.nodes[&addr(20)].stats().push_pulls >= 1);
 }
+
+/// The periodic push-pull first compares 64-bit summaries of the two member
+/// tables: a settled cluster swaps no tables, a summary that differs is
+/// answered with a whole table (and that with the other's), and a malformed
+/// summary is counted and answered with nothing.
+#[test]
+fn push_pull_swaps_whole_tables_only_when_summaries_differ() {
+    let mut config = MembershipConfig::new("test");
+    config.push_pull_period = Duration::from_secs(5);
+    let mut net = Net::new(8, &config, 5);
+    assert!(net.run_until_true(Duration::from_secs(30), |net| {
+        (0..8).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    let totals = |net: &Net| {
+        net.nodes.values().fold((0, 0, 0), |(full, in_sync, dropped), core| {
+            let stats = core.stats();
+            (
+                full + stats.push_pulls,
+                in_sync + stats.push_pulls_in_sync,
+                dropped + stats.streams_dropped,
+            )
+        })
+    };
+    let (full, in_sync, dropped) = totals(&net);
+    net.run_until(net.now + Duration::from_secs(30));
+    let (full_later, in_sync_later, dropped_later) = totals(&net);
+    assert_eq!(full_later, full, "a settled cluster swaps no tables");
+    assert!(
+        in_sync_later >= in_sync + 8 * 5,
+        "every node compared summaries every 5 s: {in_sync} -> {in_sync_later}"
+    );
+    assert_eq!(dropped_later, dropped);
+
+    // A summary that differs (kind 4, then 8 bytes): node 0 pushes its whole
+    // table to node 1, which merges it and answers with its own.
+    let from = identity(1, 0).node_id;
+    let now = net.now;
+    let before = (
+        net.nodes[&addr(0)].stats().push_pulls,
+        net.nodes[&addr(1)].stats().push_pulls,
+    );
+    let core = net.nodes.get_mut(&addr(0)).unwrap();
+    core.handle_stream(now, &from, &[4, 0, 0, 0, 0, 0, 0, 0, 0]);
+    net.flush(addr(0));
+    net.run_until(net.now + Duration::from_millis(100));
+    assert_eq!(net.nodes[&addr(1)].stats().push_pulls, before.1 + 1);
+    assert_eq!(net.nodes[&addr(0)].stats().push_pulls, before.0 + 1);
+
+    // A malformed summary is counted and answered with nothing.
+    let core = net.nodes.get_mut(&addr(0)).unwrap();
+    core.handle_stream(net.now, &from, &[4, 1, 2, 3]);
+    assert_eq!(core.stats().streams_dropped, dropped_later + 1);
+    assert!(core.poll_stream().is_none());
+}
