@@ -615,6 +615,8 @@ pub struct Membership {
     active: BTreeMap<NodeId, Identity>,
     /// The node ids in `active`, by role.
     active_by_role: BTreeMap<crate::Role, BTreeSet<NodeId>>,
+    /// Bumped whenever a member of the role joins or leaves `active`.
+    active_versions: BTreeMap<crate::Role, u64>,
     stats: Stats,
     now: Duration,
 }
@@ -723,6 +725,7 @@ impl Membership {
             suspect_since: BTreeMap::new(),
             active: BTreeMap::new(),
             active_by_role: BTreeMap::new(),
+            active_versions: BTreeMap::new(),
             stats: Stats::default(),
             now,
         };
@@ -909,6 +912,13 @@ impl Membership {
         self.active
             .get(node_id)
             .is_some_and(|identity| identity.meta.role == role)
+    }
+
+    /// A number that changes whenever an active member with `role` is
+    /// added, replaced or removed: callers that check the active members of
+    /// a role often can skip the check while it stays the same.
+    pub fn active_version(&self, role: crate::Role) -> u64 {
+        self.active_versions.get(&role).copied().unwrap_or(0)
     }
 
     /// The node ids of active (alive or suspect) members with `role`, this
@@ -1696,13 +1706,15 @@ impl Membership {
             .entry(identity.meta.role)
             .or_default()
             .insert(identity.node_id.clone());
+        *self.active_versions.entry(identity.meta.role).or_default() += 1;
     }
 
     fn unindex_active(&mut self, node_id: &NodeId) {
-        if let Some(previous) = self.active.remove(node_id)
-            && let Some(ids) = self.active_by_role.get_mut(&previous.meta.role)
-        {
-            ids.remove(node_id);
+        if let Some(previous) = self.active.remove(node_id) {
+            if let Some(ids) = self.active_by_role.get_mut(&previous.meta.role) {
+                ids.remove(node_id);
+            }
+            *self.active_versions.entry(previous.meta.role).or_default() += 1;
         }
     }
 

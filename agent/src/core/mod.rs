@@ -259,6 +259,12 @@ pub struct NodeCore<S: LogStore> {
     read_seq: u64,
     pulls_parked: BTreeMap<shoal_consensus::NodeId, (CatalogIndex, Duration)>,
     pull_in_flight: Option<(shoal_consensus::NodeId, Duration)>,
+    /// The membership's seed version when the pull target and leader hint
+    /// were last checked against it (`None`: check at the next tick).
+    seeds_checked: Option<u64>,
+    /// The catalog index at which this agent last found itself registered
+    /// (nothing to check again until the catalog changes).
+    registered_at: Option<CatalogIndex>,
     outbox: VecDeque<Outgoing>,
     completions: VecDeque<Completion>,
     alerts: AlertEvaluator,
@@ -342,6 +348,8 @@ impl<S: LogStore> NodeCore<S> {
             read_seq: 0,
             pulls_parked: BTreeMap::new(),
             pull_in_flight: None,
+            seeds_checked: None,
+            registered_at: None,
             outbox: VecDeque::new(),
             completions: VecDeque::new(),
             stats: CoreStats::default(),
@@ -1029,7 +1037,7 @@ impl<S: LogStore> NodeCore<S> {
                 }
                 None => {
                     if leader.is_some() && self.raft.is_none() {
-                        self.leader_hint = leader;
+                        self.set_leader_hint(leader);
                     }
                     self.attempt_read(now, id);
                 }
@@ -1152,7 +1160,7 @@ impl<S: LogStore> NodeCore<S> {
             }
             SubmitOutcome::NotLeader { leader } => {
                 if self.raft.is_none() && leader.is_some() {
-                    self.leader_hint = leader;
+                    self.set_leader_hint(leader);
                 }
                 if let Some(submission) = self.submissions.get_mut(&request_id) {
                     submission.retry_at = now + self.config.request_retry / 4;
@@ -1336,7 +1344,7 @@ impl<S: LogStore> NodeCore<S> {
             self.pull_in_flight = None;
         }
         if leader.is_some() {
-            self.leader_hint = leader;
+            self.set_leader_hint(leader);
         }
         let mut in_order = true;
         for entry in &entries {
@@ -1382,7 +1390,7 @@ impl<S: LogStore> NodeCore<S> {
                 self.copy = catalog;
                 self.copy_confirmed_at = Some(now);
                 if leader.is_some() {
-                    self.leader_hint = leader;
+                    self.set_leader_hint(leader);
                 }
                 // Writes that committed inside the snapshot finish now.
                 let ids: Vec<RequestId> = self.submissions.keys().cloned().collect();
@@ -1413,20 +1421,26 @@ impl<S: LogStore> NodeCore<S> {
             self.pull_in_flight = None;
         }
         // A pull parked at a seed that SWIM now reports down will never be
-        // answered; neither will a write forwarded to a dead leader.
-        if self
-            .pull_in_flight
-            .as_ref()
-            .is_some_and(|(node, _)| !self.seed_reachable(node))
-        {
-            self.pull_in_flight = None;
-        }
-        if self
-            .leader_hint
-            .as_ref()
-            .is_some_and(|leader| !self.seed_reachable(leader))
-        {
-            self.leader_hint = None;
+        // answered; neither will a write forwarded to a dead leader. Checked
+        // when the seeds SWIM sees or the leader hint changed (a pull's target
+        // is reachable when it is chosen), not on every tick.
+        let seeds = self.membership.active_version(Role::Seed);
+        if self.seeds_checked != Some(seeds) {
+            self.seeds_checked = Some(seeds);
+            if self
+                .pull_in_flight
+                .as_ref()
+                .is_some_and(|(node, _)| !self.seed_reachable(node))
+            {
+                self.pull_in_flight = None;
+            }
+            if self
+                .leader_hint
+                .as_ref()
+                .is_some_and(|leader| !self.seed_reachable(leader))
+            {
+                self.leader_hint = None;
+            }
         }
         if self.pull_in_flight.is_some() {
             return;
@@ -1446,6 +1460,13 @@ impl<S: LogStore> NodeCore<S> {
         self.pull_in_flight = Some((target.clone(), now));
         let after = self.copy.applied_index();
         self.send(&target, PeerMessage::CatalogPull { after });
+    }
+
+    /// Where a copy sends writes and catalog pulls first; checked against
+    /// SWIM at the next tick.
+    fn set_leader_hint(&mut self, leader: Option<shoal_consensus::NodeId>) {
+        self.leader_hint = leader;
+        self.seeds_checked = None;
     }
 
     /// Seeds seen alive through SWIM (this agent included if it is one).
@@ -1480,11 +1501,13 @@ impl<S: LogStore> NodeCore<S> {
     /// Registers this agent in the catalog (and marks it active) once a
     /// leader is known; retried until the catalog shows it.
     fn register(&mut self, now: Duration) {
-        if self.leader().is_none() || self.catalog().applied_index().0 == 0 {
+        let applied = self.catalog().applied_index();
+        if self.leader().is_none() || applied.0 == 0 || self.registered_at == Some(applied) {
             return;
         }
         let generation = shoal_consensus::Generation(self.config.identity.generation.0);
-        // The usual case, every tick: registered and active, nothing to do.
+        // The usual case: registered and active, nothing to do until the
+        // catalog changes.
         if self
             .catalog()
             .state()
@@ -1495,6 +1518,7 @@ impl<S: LogStore> NodeCore<S> {
                     && !matches!(record.status, NodeStatus::Removed | NodeStatus::Joining)
             })
         {
+            self.registered_at = Some(applied);
             return;
         }
         let identity = self.config.identity.clone();
