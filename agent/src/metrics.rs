@@ -171,6 +171,7 @@ impl Metrics {
             .absolute(core.stats().membership_stream_bytes);
         metrics::counter!("shoal_swim_push_pulls_total").absolute(stats.push_pulls);
         metrics::counter!("shoal_swim_push_pulls_in_sync_total").absolute(stats.push_pulls_in_sync);
+        metrics::counter!("shoal_swim_updates_left_out_total").absolute(stats.updates_left_out);
         metrics::gauge!("shoal_alerts_active").set(core.alerts().len() as f64);
         for rule in shoal_membership::alerts::AlertRule::ALL {
             let firing = core

@@ -162,7 +162,8 @@ fn encode_item<T: Serialize>(item: &T, mut buf: impl BufMut) -> Result<(), Codec
     Ok(())
 }
 
-fn decode_item<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
+/// One item from the front of `buf`, which advances past it.
+pub(crate) fn decode_item<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
     // foca guarantees the data is contiguous, so the first chunk is all of it.
     let chunk = buf.chunk();
     let mut reader = chunk;

@@ -36,7 +36,7 @@ pub const NODE_ID_INLINE_LEN: usize = 16;
 /// [`NODE_ID_INLINE_LEN`] bytes and has no NUL byte (the zero padding must
 /// not be mistaken for content; valid ids never contain NUL, but ids decoded
 /// from the wire are not validated).
-#[derive(Clone, Eq, Hash)]
+#[derive(Clone, Eq)]
 enum Repr {
     /// The id's bytes followed by zeros.
     Inline([u8; NODE_ID_INLINE_LEN]),
@@ -94,6 +94,22 @@ impl PartialEq for Repr {
             }
             (Repr::Shared(mine), Repr::Shared(theirs)) => mine == theirs,
             _ => false,
+        }
+    }
+}
+
+impl std::hash::Hash for Repr {
+    // As derived; written out only because `PartialEq` is.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Repr::Inline(bytes) => {
+                state.write_u8(0);
+                bytes.hash(state);
+            }
+            Repr::Shared(id) => {
+                state.write_u8(1);
+                id.hash(state);
+            }
         }
     }
 }

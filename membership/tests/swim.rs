@@ -511,14 +511,16 @@ fn push_pull_swaps_whole_tables_only_when_summaries_differ() {
         (0..8).all(|node| net.all_see(node, MemberState::Alive, None))
     }));
     let totals = |net: &Net| {
-        net.nodes.values().fold((0, 0, 0), |(full, in_sync, dropped), core| {
-            let stats = core.stats();
-            (
-                full + stats.push_pulls,
-                in_sync + stats.push_pulls_in_sync,
-                dropped + stats.streams_dropped,
-            )
-        })
+        net.nodes
+            .values()
+            .fold((0, 0, 0), |(full, in_sync, dropped), core| {
+                let stats = core.stats();
+                (
+                    full + stats.push_pulls,
+                    in_sync + stats.push_pulls_in_sync,
+                    dropped + stats.streams_dropped,
+                )
+            })
     };
     let (full, in_sync, dropped) = totals(&net);
     net.run_until(net.now + Duration::from_secs(30));
