@@ -11,6 +11,7 @@ fn ci_size(name: &str) -> (Option<usize>, Option<Duration>) {
     match name {
         "boot_1000" => (Some(24), Some(Duration::from_secs(30))),
         "churn_1000" => (Some(20), Some(Duration::from_secs(130))),
+        "detection_1000" => (Some(20), None),
         "steady_1000" | "membership_1000" => (Some(20), Some(Duration::from_secs(60))),
         // Large enough that every node a timeline names (up to db-5) exists.
         _ => (Some(10), None),
