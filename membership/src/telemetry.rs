@@ -58,17 +58,18 @@ use std::time::Duration;
 
 pub use config::TelemetryConfig;
 pub use error::TelemetryError;
-pub use map::{RecordMerge, TelemetryMap, TombstoneMerge};
+pub use map::{HeldRecord, RecordMerge, TelemetryMap, TombstoneMerge};
 pub use record::{
     AppliedPosition, DatabaseReport, DatabaseSnapshot, Epoch, HostMetrics, NodeRecord,
     SchemaVersion, Sequence, ShardId, ShardReport, ShardRole, UNREACHABLE_PEERS_MAX, Version,
 };
 pub use wire::{
-    AntiEntropyMessage, Delta, Digest, EncodedDelta, RecordBatch, TelemetryKey, TelemetryKeyKind,
-    Tombstone,
+    AntiEntropyMessage, Delta, Digest, EncodedDelta, EncodedRecord, RecordBatch, TelemetryKey,
+    TelemetryKeyKind, Tombstone,
 };
 
 use crate::{Generation, NodeId};
+use wire::{AntiEntropyView, DeltaRef, RecordRef};
 
 /// Estimated encoded size of one tombstone besides its node id, bytes (array
 /// header, generation and retention as MessagePack integers). Used to keep
@@ -397,14 +398,17 @@ impl TelemetryStore {
         // Every input was validated when set; check the whole again (pair
         // assertion with the check on receipt at every peer).
         record.validate()?;
-        let encoded_bytes = wire::encode_record(&record).len();
+        let encoded = EncodedRecord::encode(&record);
+        let encoded_bytes = encoded.size_bytes();
         if encoded_bytes > self.config.record_bytes_max {
             return Err(TelemetryError::RecordTooLarge {
                 size_bytes: encoded_bytes,
                 max_bytes: self.config.record_bytes_max,
             });
         }
-        let outcome = self.map.merge_record(record);
+        let Ok(outcome) = self.map.merge_encoded(&encoded.as_ref(), |_| {
+            Ok::<_, std::convert::Infallible>(record)
+        });
         assert!(
             outcome.changed(),
             "a fresh local version always wins, got {outcome:?}"
@@ -441,16 +445,16 @@ impl TelemetryStore {
         now: Duration,
         node_id: &NodeId,
     ) -> Result<EncodedDelta, TelemetryError> {
-        let delta = if let Some(record) = self.map.record(node_id) {
-            Delta::Record(record.clone())
+        let encoded = if let Some(held) = self.map.held(node_id) {
+            wire::encode_record_delta(&held.encoded(), self.config.delta_bytes_max)
         } else if let Some(tombstone) = self.tombstone_wire(now, node_id) {
-            Delta::Tombstone(tombstone)
+            wire::encode_delta(&Delta::Tombstone(tombstone), self.config.delta_bytes_max)
         } else {
             return Err(TelemetryError::UnknownNode {
                 node_id: node_id.to_string(),
             });
         };
-        match wire::encode_delta(&delta, self.config.delta_bytes_max) {
+        match encoded {
             Ok(encoded) => {
                 self.counters.deltas_sent += 1;
                 Ok(encoded)
@@ -496,14 +500,16 @@ impl TelemetryStore {
     /// merges it. Returns the key foca should keep disseminating, or `None`
     /// when the delta is no news (see [`DeltaSource`]). Errors (malformed,
     /// oversized, invalid) change nothing but the `decode_errors` counter;
-    /// returning them to foca is fine (it only reports them).
+    /// returning them to foca is fine (it only reports them). A record
+    /// that is no news is recognised from its head (node and version, and
+    /// its bytes if the version is the one held) and never decoded.
     pub fn receive_delta(
         &mut self,
         now: Duration,
         data: &[u8],
         source: DeltaSource,
     ) -> Result<Option<TelemetryKey>, TelemetryError> {
-        let delta = match wire::decode_delta(data, self.config.delta_bytes_max) {
+        let delta = match wire::decode_delta_ref(data, self.config.delta_bytes_max) {
             Ok(delta) => delta,
             Err(error) => {
                 self.counters.decode_errors += 1;
@@ -514,27 +520,30 @@ impl TelemetryStore {
         let key = delta.key();
         // Our own `add_broadcast` of what the map already holds: keep it,
         // without counting it as a received (stale) version.
-        let held_already = match &delta {
-            Delta::Record(record) => self
-                .map
-                .record(&record.node_id)
-                .is_some_and(|held| held.version == record.version),
-            Delta::Tombstone(tombstone) => {
-                self.map.tombstone(&tombstone.node_id) == Some(tombstone.generation)
+        if source == DeltaSource::Local {
+            let held_already = match &delta {
+                DeltaRef::Record(record) => self
+                    .map
+                    .record(&record.node_id)
+                    .is_some_and(|held| held.version == record.version),
+                DeltaRef::Tombstone(tombstone) => {
+                    self.map.tombstone(&tombstone.node_id) == Some(tombstone.generation)
+                }
+            };
+            if held_already {
+                return Ok(Some(key));
             }
-        };
-        if source == DeltaSource::Local && held_already {
-            return Ok(Some(key));
         }
         let keep = match delta {
-            Delta::Record(record) => self.merge_record(now, record)?.changed(),
-            Delta::Tombstone(tombstone) => self.merge_tombstone(now, &tombstone).raised,
+            DeltaRef::Record(record) => self.merge_encoded(now, &record, None)?.changed(),
+            DeltaRef::Tombstone(tombstone) => self.merge_tombstone(now, &tombstone).raised,
         };
         Ok(keep.then_some(key))
     }
 
-    /// Validates and merges one record received from a peer (or the
-    /// simulator), updating its metadata and the counters.
+    /// Validates and merges one decoded record received from a peer (or
+    /// the simulator), updating its metadata and the counters. Its wire form
+    /// is this agent's encoding of it.
     pub fn merge_record(
         &mut self,
         now: Duration,
@@ -544,7 +553,23 @@ impl TelemetryStore {
             self.counters.decode_errors += 1;
             return Err(error);
         }
-        let encoded_bytes = wire::encode_record(&record).len();
+        let encoded = EncodedRecord::encode(&record);
+        self.merge_encoded(now, &encoded.as_ref(), Some(record))
+    }
+
+    /// Merges one record in wire form (`decoded`, if given, is its decoded,
+    /// validated form; otherwise it is decoded only if the map needs it, see
+    /// [`TelemetryMap::merge_encoded`]). Refused: a record over
+    /// `record_bytes_max`, and a new node's record at `nodes_max` (unless
+    /// it would be refused anyway as tombstoned). One map lookup settles a
+    /// stale or duplicate record.
+    fn merge_encoded(
+        &mut self,
+        now: Duration,
+        incoming: &RecordRef<'_>,
+        decoded: Option<NodeRecord>,
+    ) -> Result<RecordMerge, TelemetryError> {
+        let encoded_bytes = incoming.bytes.len();
         if encoded_bytes > self.config.record_bytes_max {
             self.counters.decode_errors += 1;
             return Err(TelemetryError::RecordTooLarge {
@@ -552,33 +577,53 @@ impl TelemetryStore {
                 max_bytes: self.config.record_bytes_max,
             });
         }
-        let is_new_node = self.map.record(&record.node_id).is_none();
-        if is_new_node && self.map.len() >= self.config.nodes_max {
-            self.counters.nodes_max_refused += 1;
-            return Err(TelemetryError::TooManyNodes {
-                node_id: record.node_id.to_string(),
-                nodes_max: self.config.nodes_max,
-            });
+        let node_id = &incoming.node_id;
+        let version = incoming.version;
+        let full = self.map.len() >= self.config.nodes_max;
+        let nodes_max = self.config.nodes_max;
+        let merged = self.map.merge_encoded(incoming, |new_node| {
+            if new_node && full {
+                return Err(TelemetryError::TooManyNodes {
+                    node_id: node_id.to_string(),
+                    nodes_max,
+                });
+            }
+            match decoded {
+                Some(record) => Ok(record),
+                None => incoming.decode(),
+            }
+        });
+        let outcome = match merged {
+            Ok(outcome) => outcome,
+            Err(error @ TelemetryError::TooManyNodes { .. }) => {
+                self.counters.nodes_max_refused += 1;
+                return Err(error);
+            }
+            Err(error) => {
+                self.counters.decode_errors += 1;
+                tracing::debug!(node = %node_id, %version, %error, "telemetry record dropped");
+                return Err(error);
+            }
+        };
+        if *node_id == self.node_id {
+            self.notice_own_record(now, version);
         }
-        if record.node_id == self.node_id {
-            self.notice_own_record(now, &record);
-        }
-        let node_id = record.node_id.clone();
-        let version = record.version;
-        let outcome = self.map.merge_record(record);
         if outcome.resolved_conflict() {
             self.counters.merge_conflicts_resolved += 1;
         }
         match outcome {
             RecordMerge::Inserted | RecordMerge::Replaced | RecordMerge::TieBrokeIncoming => {
                 self.counters.versions_received += 1;
-                self.meta.insert(
-                    node_id.clone(),
-                    RecordMeta {
-                        updated_at: now,
-                        encoded_bytes,
-                    },
-                );
+                let meta = RecordMeta {
+                    updated_at: now,
+                    encoded_bytes,
+                };
+                match self.meta.get_mut(node_id) {
+                    Some(known) => *known = meta,
+                    None => {
+                        self.meta.insert(node_id.clone(), meta);
+                    }
+                }
             }
             RecordMerge::Duplicate | RecordMerge::Stale => self.counters.stale_received += 1,
             RecordMerge::TieBrokeKnown => {}
@@ -600,23 +645,23 @@ impl TelemetryStore {
     /// from a backup), jump past it and refresh at once so our next record
     /// wins everywhere. A newer generation means another agent runs under
     /// our node id: we can only log it.
-    fn notice_own_record(&mut self, now: Duration, record: &NodeRecord) {
+    fn notice_own_record(&mut self, now: Duration, theirs: Version) {
         let ours = Version {
             generation: self.generation,
             sequence: self.sequence,
         };
-        if record.version <= ours {
+        if theirs <= ours {
             return;
         }
         self.counters.own_record_conflicts += 1;
-        if record.version.generation == self.generation {
-            tracing::warn!(node = %self.node_id, theirs = %record.version, %ours, "peers hold a newer record of this node; skipping ahead");
-            self.sequence = record.version.sequence;
+        if theirs.generation == self.generation {
+            tracing::warn!(node = %self.node_id, %theirs, %ours, "peers hold a newer record of this node; skipping ahead");
+            self.sequence = theirs.sequence;
             self.refresh_at = now;
             // Publish even if our content is the same: ours must overtake.
             self.published_at = None;
         } else {
-            tracing::warn!(node = %self.node_id, theirs = %record.version, %ours, "a newer generation of this node id is running elsewhere");
+            tracing::warn!(node = %self.node_id, %theirs, %ours, "a newer generation of this node id is running elsewhere");
         }
     }
 
@@ -762,41 +807,30 @@ impl TelemetryStore {
             }
         }
 
-        // (lacks entirely?, wraps around the cursor?, node id): the order
-        // records are offered in.
-        let mut candidates: Vec<(bool, bool, &NodeRecord)> = self
-            .map
-            .records()
-            .filter(|record| {
-                let newer = peer
-                    .records
-                    .get(&record.node_id)
-                    .is_none_or(|theirs| *theirs < record.version);
-                let refused = peer_tombstones
-                    .get(&record.node_id)
-                    .is_some_and(|theirs| record.version.generation <= *theirs);
-                newer && !refused
-            })
-            .map(|record| {
-                let held = peer.records.contains_key(&record.node_id);
+        // (held at all by the peer?, wraps around the cursor?, record): the
+        // order records are offered in. The map is walked in node order, so
+        // a stable sort on the two flags finishes the job.
+        let mut candidates: Vec<(bool, bool, &HeldRecord)> = Vec::new();
+        for held in self.map.held_records() {
+            let record = held.record();
+            let their_version = peer.records.get(&record.node_id).copied();
+            let newer = their_version.is_none_or(|theirs| theirs < record.version);
+            let refused = peer_tombstones
+                .get(&record.node_id)
+                .is_some_and(|theirs| record.version.generation <= *theirs);
+            if newer && !refused {
                 let wrapped = self
                     .anti_entropy_cursor
                     .as_ref()
                     .is_some_and(|cursor| record.node_id <= *cursor);
-                (held, wrapped, record)
-            })
-            .collect();
-        candidates.sort_by(|left, right| {
-            (left.0, left.1, &left.2.node_id).cmp(&(right.0, right.1, &right.2.node_id))
-        });
+                candidates.push((their_version.is_some(), wrapped, held));
+            }
+        }
+        candidates.sort_by_key(|(held, wrapped, _)| (*held, *wrapped));
 
         let mut last_sent = None;
-        for (_, _, record) in candidates {
-            let cost = self
-                .meta
-                .get(&record.node_id)
-                .map(|meta| meta.encoded_bytes)
-                .expect("every record has its meta");
+        for (_, _, held) in candidates {
+            let cost = held.bytes().len();
             if batch.truncated
                 || batch.records.len() >= self.config.anti_entropy_records_max
                 || used_bytes + cost > budget_bytes
@@ -805,9 +839,10 @@ impl TelemetryStore {
                 break;
             }
             used_bytes += cost;
-            last_sent = Some(record.node_id.clone());
-            batch.records.push(record.clone());
+            last_sent = Some(&held.record().node_id);
+            batch.records.push(held.encoded());
         }
+        let last_sent = last_sent.cloned();
         if batch.truncated {
             self.counters.anti_entropy_truncated += 1;
             self.anti_entropy_cursor = last_sent;
@@ -821,16 +856,30 @@ impl TelemetryStore {
     }
 
     /// Merges a batch from a peer: tombstones first, then records. Invalid
-    /// records are skipped and counted, the rest still merge.
+    /// records are skipped and counted, the rest still merge. Records that
+    /// are no news are not decoded.
     pub fn merge_batch(&mut self, now: Duration, batch: RecordBatch) -> MergeSummary {
+        self.merge_batch_parts(
+            now,
+            &batch.tombstones,
+            batch.records.iter().map(EncodedRecord::as_ref),
+        )
+    }
+
+    fn merge_batch_parts<'a>(
+        &mut self,
+        now: Duration,
+        tombstones: &[Tombstone],
+        records: impl IntoIterator<Item = RecordRef<'a>>,
+    ) -> MergeSummary {
         let mut summary = MergeSummary::default();
-        for tombstone in &batch.tombstones {
+        for tombstone in tombstones {
             if self.merge_tombstone(now, tombstone).raised {
                 summary.tombstones_raised += 1;
             }
         }
-        for record in batch.records {
-            match self.merge_record(now, record) {
+        for record in records {
+            match self.merge_encoded(now, &record, None) {
                 Ok(outcome) if outcome.changed() => summary.records_changed += 1,
                 Ok(RecordMerge::Tombstoned) | Err(_) => summary.records_refused += 1,
                 Ok(_) => {}
@@ -854,14 +903,18 @@ impl TelemetryStore {
     /// Handles one anti-entropy message from a peer and returns the reply to
     /// send back on the same stream, if any: `Request` → `Response`,
     /// `Response` → `Push` (only if the peer lacks something), `Push` → none.
-    /// Malformed or oversized input changes nothing but `decode_errors`.
+    /// Malformed or oversized input (including a record whose head cannot
+    /// be read) changes nothing but `decode_errors`. A record in a batch that
+    /// is news but fails to decode or validate (or is over its limits) is
+    /// skipped and counted; the rest still merge. Records that are no news
+    /// are not decoded.
     pub fn handle_anti_entropy(
         &mut self,
         now: Duration,
         bytes: &[u8],
     ) -> Result<Option<Vec<u8>>, TelemetryError> {
         let message_bytes_max = self.config.anti_entropy_message_bytes_max();
-        let message = match wire::decode_anti_entropy(bytes, message_bytes_max) {
+        let message = match wire::decode_anti_entropy_view(bytes, message_bytes_max) {
             Ok(message) => message,
             Err(error) => {
                 self.counters.decode_errors += 1;
@@ -871,7 +924,7 @@ impl TelemetryStore {
         };
         self.counters.anti_entropy_messages += 1;
         let reply = match message {
-            AntiEntropyMessage::Request { digest } => {
+            AntiEntropyView::Request { digest } => {
                 self.merge_digest_tombstones(now, &digest);
                 let batch = self.missing_for(now, &digest);
                 Some(AntiEntropyMessage::Response {
@@ -879,14 +932,14 @@ impl TelemetryStore {
                     batch,
                 })
             }
-            AntiEntropyMessage::Response { digest, batch } => {
-                self.merge_batch(now, batch);
+            AntiEntropyView::Response { digest, batch } => {
+                self.merge_batch_parts(now, &batch.tombstones, batch.records);
                 self.merge_digest_tombstones(now, &digest);
                 let batch = self.missing_for(now, &digest);
                 (!batch.is_empty()).then_some(AntiEntropyMessage::Push { batch })
             }
-            AntiEntropyMessage::Push { batch } => {
-                self.merge_batch(now, batch);
+            AntiEntropyView::Push { batch } => {
+                self.merge_batch_parts(now, &batch.tombstones, batch.records);
                 None
             }
         };

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use shoal_membership::telemetry::{
-    AppliedPosition, DatabaseReport, DatabaseSnapshot, Delta, DeltaSource, Epoch, HostMetrics,
-    NodeRecord, Sequence, ShardId, ShardReport, ShardRole, TelemetryConfig, TelemetryMap,
-    TelemetryStore, Tombstone, Version, wire,
+    AntiEntropyMessage, AppliedPosition, DatabaseReport, DatabaseSnapshot, Delta, DeltaSource,
+    Digest, Epoch, HostMetrics, NodeRecord, Sequence, ShardId, ShardReport, ShardRole,
+    TelemetryConfig, TelemetryMap, TelemetryStore, Tombstone, Version, wire,
 };
 use shoal_membership::{Generation, NodeId};
 
@@ -244,6 +244,30 @@ proptest! {
         });
         let encoded = wire::encode_delta(&delta, usize::MAX).unwrap();
         prop_assert_eq!(wire::decode_delta(&encoded.bytes, usize::MAX).unwrap(), delta);
+    }
+
+    #[test]
+    fn anti_entropy_messages_round_trip(records in prop::collection::vec(record_strategy(), 0..6),
+                                        generation in 0u64..9, retention_ms in any::<u64>()) {
+        let mut source = store("y", 1);
+        for record in records {
+            let _ = source.merge_record(Duration::ZERO, record);
+        }
+        source.merge_tombstone(Duration::ZERO, &Tombstone {
+            node_id: id("gone"),
+            generation: Generation(generation),
+            retention_ms,
+        });
+        let digest = source.digest(Duration::ZERO);
+        let batch = source.missing_for(Duration::ZERO, &Digest::default());
+        for message in [
+            AntiEntropyMessage::Request { digest: digest.clone() },
+            AntiEntropyMessage::Push { batch: batch.clone() },
+            AntiEntropyMessage::Response { digest, batch },
+        ] {
+            let bytes = wire::encode_anti_entropy(&message, usize::MAX).unwrap();
+            prop_assert_eq!(wire::decode_anti_entropy(&bytes, usize::MAX).unwrap(), message);
+        }
     }
 
     #[test]

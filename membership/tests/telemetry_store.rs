@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shoal_membership::telemetry::{
-    AntiEntropyMessage, DatabaseReport, DeltaSource, HostMetrics, RecordMerge, ShardId,
-    ShardReport, ShardRole, TelemetryAction, TelemetryConfig, TelemetryError, TelemetryKey,
-    TelemetryKeyKind, TelemetryStore, wire,
+    AntiEntropyMessage, DatabaseReport, DatabaseSnapshot, Delta, DeltaSource, EncodedRecord,
+    HostMetrics, NodeRecord, RecordBatch, RecordMerge, Sequence, ShardId, ShardReport, ShardRole,
+    TelemetryAction, TelemetryConfig, TelemetryError, TelemetryKey, TelemetryKeyKind,
+    TelemetryStore, wire,
 };
 use shoal_membership::{Generation, NodeId};
 
@@ -383,17 +384,18 @@ fn malformed_deltas_are_errors_not_panics() {
         assert!(b.receive_delta(secs(0), bytes, DeltaSource::Peer).is_err());
     }
     // Unknown envelope version is named as such.
-    let bytes = rmp_like_envelope(2);
+    let next = wire::WIRE_VERSION + 1;
+    let bytes = rmp_like_envelope(next);
     assert!(matches!(
         b.receive_delta(secs(0), &bytes, DeltaSource::Peer),
-        Err(TelemetryError::UnsupportedVersion { version: 2, .. })
+        Err(TelemetryError::UnsupportedVersion { version, .. }) if version == next
     ));
     assert_eq!(b.counters().decode_errors, 5);
 }
 
 /// A MessagePack `[version, nil]` envelope.
-fn rmp_like_envelope(version: u8) -> Vec<u8> {
-    vec![0x92, version, 0xc0]
+fn rmp_like_envelope(version: u16) -> Vec<u8> {
+    vec![0x92, u8::try_from(version).unwrap(), 0xc0]
 }
 
 #[test]
@@ -565,4 +567,161 @@ fn a_steady_node_publishes_only_material_changes_and_heartbeats() {
         3,
         "one heartbeat in one interval"
     );
+}
+
+/// A record of `name` at `generation.sequence` carrying `cpu_percent`
+/// (not validated: NaN makes an invalid record).
+fn record_of(name: &str, generation: u64, sequence: u64, cpu_percent: f64) -> NodeRecord {
+    let mut writer = store(name, generation);
+    writer.set_host_metrics(host(1.0)).unwrap();
+    writer.refresh(secs(0)).unwrap();
+    let mut record = writer.record(&id(name)).unwrap().clone();
+    record.version.sequence = Sequence(sequence);
+    record.host.as_mut().unwrap().cpu_percent = cpu_percent;
+    record
+}
+
+fn delta_of(record: &NodeRecord) -> Vec<u8> {
+    wire::encode_delta(&Delta::Record(record.clone()), usize::MAX)
+        .unwrap()
+        .bytes
+}
+
+#[test]
+fn stale_and_duplicate_records_are_settled_by_version_without_decoding() {
+    let mut b = store("b", 1);
+    let held = record_of("a", 1, 2, 10.0);
+    assert!(
+        b.receive_delta(secs(1), &delta_of(&held), DeltaSource::Peer)
+            .unwrap()
+            .is_some()
+    );
+    // An invalid record (NaN) that is older than the one held is no news:
+    // stale, never decoded, so not a decode error.
+    let stale_invalid = record_of("a", 1, 1, f64::NAN);
+    assert_eq!(
+        b.receive_delta(secs(2), &delta_of(&stale_invalid), DeltaSource::Peer)
+            .unwrap(),
+        None
+    );
+    // A record whose body is garbage after a valid head, at the held
+    // version: its bytes differ from the held ones, so it is decoded (a
+    // rival must be valid) and refused.
+    let mut garbage = wire::encode_record(&held);
+    garbage.push(0xc0);
+    let garbage = EncodedRecord::from_bytes(&garbage).unwrap();
+    assert_eq!(garbage.version(), held.version);
+    let garbage_delta = wire::encode_record_delta(&garbage, usize::MAX).unwrap();
+    assert!(matches!(
+        b.receive_delta(secs(2), &garbage_delta.bytes, DeltaSource::Peer),
+        Err(TelemetryError::Malformed { what: "record", .. })
+    ));
+    // The same delta again: a duplicate.
+    assert_eq!(
+        b.receive_delta(secs(3), &delta_of(&held), DeltaSource::Peer)
+            .unwrap(),
+        None
+    );
+    assert_eq!(b.counters().stale_received, 2);
+    assert_eq!(b.counters().decode_errors, 1);
+    assert_eq!(b.counters().same_version_conflicts, 0);
+    // A newer invalid record is decoded, refused, and changes nothing.
+    let newer_invalid = record_of("a", 1, 3, f64::NAN);
+    assert!(matches!(
+        b.receive_delta(secs(4), &delta_of(&newer_invalid), DeltaSource::Peer),
+        Err(TelemetryError::InvalidRecord { .. })
+    ));
+    assert_eq!(b.counters().decode_errors, 2);
+    assert_eq!(b.record(&id("a")), Some(&held));
+    assert_eq!(b.meta(&id("a")).unwrap().updated_at, secs(1));
+}
+
+#[test]
+fn same_version_rivals_are_tie_broken_by_their_bytes_in_either_order() {
+    let x = record_of("a", 1, 1, 10.0);
+    let y = record_of("a", 1, 1, 20.0);
+    let larger = std::cmp::max(wire::encode_record(&x), wire::encode_record(&y));
+    let mut b = store("b", 1);
+    let mut c = store("c", 1);
+    for (sink, first, second) in [(&mut b, &x, &y), (&mut c, &y, &x)] {
+        sink.receive_delta(secs(1), &delta_of(first), DeltaSource::Peer)
+            .unwrap();
+        sink.receive_delta(secs(1), &delta_of(second), DeltaSource::Peer)
+            .unwrap();
+        assert_eq!(sink.counters().same_version_conflicts, 1);
+        assert_eq!(sink.map().held(&id("a")).unwrap().bytes(), &larger[..]);
+    }
+    assert_eq!(b.map(), c.map());
+}
+
+/// A MessagePack `bin`, for hand-built messages.
+struct Bin<'a>(&'a [u8]);
+
+impl serde::Serialize for Bin<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// A `Push` whose batch carries `records` as given, unchecked.
+fn raw_push(records: &[&[u8]]) -> Vec<u8> {
+    let records: Vec<Bin<'_>> = records.iter().map(|bytes| Bin(bytes)).collect();
+    let body = BTreeMap::from([("Push", ((Vec::<()>::new(), records, false),))]);
+    rmp_serde::to_vec(&(wire::WIRE_VERSION, body)).unwrap()
+}
+
+#[test]
+fn anti_entropy_batches_refuse_unreadable_records_whole_and_bad_records_alone() {
+    let config = TelemetryConfig {
+        delta_bytes_max: 200,
+        record_bytes_max: 300,
+        anti_entropy_bytes_max: 300,
+        ..TelemetryConfig::default()
+    };
+    let mut b = TelemetryStore::new(config, id("b"), Generation(1), "v", secs(0)).unwrap();
+    let good = wire::encode_record(&record_of("n1", 1, 1, 10.0));
+    // The hand-built push matches what the encoder writes.
+    let push = AntiEntropyMessage::Push {
+        batch: RecordBatch {
+            records: vec![EncodedRecord::from_bytes(&good).unwrap()],
+            ..RecordBatch::default()
+        },
+    };
+    assert_eq!(
+        wire::encode_anti_entropy(&push, usize::MAX).unwrap(),
+        raw_push(&[&good])
+    );
+    // A record whose head cannot be read spoils the whole message.
+    for unreadable in [&b"\x00"[..], b"", &good[..3], b"\x97\xc0"] {
+        assert!(
+            b.handle_anti_entropy(secs(1), &raw_push(&[&good, unreadable]))
+                .is_err()
+        );
+    }
+    assert_eq!(b.counters().decode_errors, 4);
+    assert_eq!(b.counters().anti_entropy_messages, 0);
+    assert!(b.map().is_empty());
+
+    // Records that are news but invalid, malformed or too large are
+    // refused one by one; the rest merge.
+    let invalid = wire::encode_record(&record_of("n2", 1, 1, f64::NAN));
+    let mut malformed = wire::encode_record(&record_of("n3", 1, 1, 10.0));
+    malformed.truncate(malformed.len() - 1);
+    let mut big = record_of("n4", 1, 1, 10.0);
+    big.database = Some(DatabaseSnapshot {
+        report_age_ms: 0,
+        report: report_with_shards(10),
+    });
+    let big = wire::encode_record(&big);
+    assert!(big.len() > 300);
+    assert!(
+        b.handle_anti_entropy(secs(1), &raw_push(&[&invalid, &malformed, &big, &good]))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(b.counters().decode_errors, 7);
+    assert_eq!(b.counters().versions_received, 1);
+    assert_eq!(b.map().len(), 1);
+    assert_eq!(b.map().held(&id("n1")).unwrap().bytes(), &good[..]);
+    assert_eq!(b.meta(&id("n1")).unwrap().encoded_bytes, good.len());
 }

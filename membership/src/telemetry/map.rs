@@ -19,7 +19,18 @@
 //! `validate_merge`); that happens in practice when a data dir is restored
 //! from a backup and a generation is reused, so we resolve it with a
 //! deterministic tie-break (larger MessagePack encoding wins) to stay
-//! commutative. The map around the registers is a plain `BTreeMap`:
+//! commutative.
+//!
+//! Each register holds the record twice: decoded (for readers) and in the
+//! wire form it was written in ([`EncodedRecord`]), which every agent
+//! forwards unchanged. The register's value *is* those bytes: two records
+//! are the same record exactly when their bytes are equal, and the
+//! tie-break compares them. So a merge decides from the version alone
+//! whether an incoming record is stale, and from a byte comparison whether
+//! it is a duplicate; it decodes a record only when it will keep it (or
+//! must validate a same-version rival).
+//!
+//! The map around the registers is a plain `BTreeMap`:
 //! `crdts::Map` and `Orswot` are multi-writer observed-remove structures that
 //! need a vector clock with an entry per writing actor (here: every agent)
 //! and use a `HashMap` internally, and their add-wins semantics are the
@@ -31,10 +42,12 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use crdts::{CvRDT, LWWReg};
 
 use super::record::{NodeRecord, Version};
+use super::wire::{EncodedRecord, RecordRef};
 use crate::{Generation, NodeId};
 
 /// What merging one record into the map did.
@@ -93,7 +106,7 @@ pub struct TombstoneMerge {
 /// take part.
 #[derive(Clone, Debug, Default)]
 pub struct TelemetryMap {
-    records: BTreeMap<NodeId, LWWReg<NodeRecord, Version>>,
+    records: BTreeMap<NodeId, LWWReg<HeldRecord, Version>>,
     tombstones: BTreeMap<NodeId, Generation>,
     journal: Journal,
 }
@@ -101,6 +114,42 @@ pub struct TelemetryMap {
 impl PartialEq for TelemetryMap {
     fn eq(&self, other: &Self) -> bool {
         self.records == other.records && self.tombstones == other.tombstones
+    }
+}
+
+/// A record as the map holds it: decoded, and in its wire form. Equal to
+/// another exactly when the wire forms are equal (the bytes determine the
+/// record; `==` on decoded records cannot tell 0.0 from -0.0).
+#[derive(Clone, Debug)]
+pub struct HeldRecord {
+    record: NodeRecord,
+    bytes: Arc<[u8]>,
+}
+
+impl PartialEq for HeldRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl HeldRecord {
+    /// The decoded record.
+    pub fn record(&self) -> &NodeRecord {
+        &self.record
+    }
+
+    /// Its wire form, the bytes it arrived in (or was written in).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Its wire form, sharing the bytes.
+    pub fn encoded(&self) -> EncodedRecord {
+        EncodedRecord::from_parts(
+            self.record.node_id.clone(),
+            self.record.version,
+            Arc::clone(&self.bytes),
+        )
     }
 }
 
@@ -146,11 +195,23 @@ impl TelemetryMap {
 
     /// The newest record of `node_id`, if any and not removed.
     pub fn record(&self, node_id: &NodeId) -> Option<&NodeRecord> {
+        self.records
+            .get(node_id)
+            .map(|register| &register.val.record)
+    }
+
+    /// The newest record of `node_id` with its wire form.
+    pub fn held(&self, node_id: &NodeId) -> Option<&HeldRecord> {
         self.records.get(node_id).map(|register| &register.val)
     }
 
     /// Every record, ordered by node id.
     pub fn records(&self) -> impl ExactSizeIterator<Item = &NodeRecord> + '_ {
+        self.records.values().map(|register| &register.val.record)
+    }
+
+    /// Every record with its wire form, ordered by node id.
+    pub fn held_records(&self) -> impl ExactSizeIterator<Item = &HeldRecord> + '_ {
         self.records.values().map(|register| &register.val)
     }
 
@@ -200,50 +261,82 @@ impl TelemetryMap {
     /// Merges one record (the CRDT's per-register join). The record is
     /// assumed valid; the store validates before calling.
     pub fn merge_record(&mut self, record: NodeRecord) -> RecordMerge {
+        let encoded = EncodedRecord::encode(&record);
+        let Ok(outcome) = self.merge_encoded(&encoded.as_ref(), |_| Ok::<_, Infallible>(record));
+        outcome
+    }
+
+    /// Merges one record given in wire form (its head read, its body not
+    /// decoded), calling `decode` for the decoded, validated record only if
+    /// it is needed: when the incoming record wins, or when it is a
+    /// different record of the held version (a rival must be valid to
+    /// count as a conflict). `decode` is told whether the record would be
+    /// the node's first (so the caller can refuse new nodes at a limit). A
+    /// stale record, a duplicate (same bytes) and a tombstoned one are
+    /// settled without decoding, by one lookup. If `decode` fails the map
+    /// is unchanged and its error returned.
+    pub(crate) fn merge_encoded<E>(
+        &mut self,
+        incoming: &RecordRef<'_>,
+        decode: impl FnOnce(bool) -> Result<NodeRecord, E>,
+    ) -> Result<RecordMerge, E> {
+        let version = incoming.version;
         if self
             .tombstones
-            .get(&record.node_id)
-            .is_some_and(|tombstone| record.version.generation <= *tombstone)
+            .get(&incoming.node_id)
+            .is_some_and(|tombstone| version.generation <= *tombstone)
         {
-            return RecordMerge::Tombstoned;
+            return Ok(RecordMerge::Tombstoned);
         }
-        let version = record.version;
-        let Some(register) = self.records.get_mut(&record.node_id) else {
-            self.journal.note(&record.node_id);
+        let held = |record: NodeRecord| {
+            debug_assert!(record.node_id == incoming.node_id && record.version == version);
+            HeldRecord {
+                record,
+                bytes: Arc::from(incoming.bytes),
+            }
+        };
+        let Some(register) = self.records.get_mut(&incoming.node_id) else {
+            let value = held(decode(true)?);
+            self.journal.note(&incoming.node_id);
             self.records.insert(
-                record.node_id.clone(),
+                incoming.node_id.clone(),
                 LWWReg {
-                    val: record,
+                    val: value,
                     marker: version,
                 },
             );
-            return RecordMerge::Inserted;
+            return Ok(RecordMerge::Inserted);
         };
         debug_assert_eq!(
-            register.marker, register.val.version,
+            register.marker, register.val.record.version,
             "marker is the record's version"
         );
         let outcome = match version.cmp(&register.marker) {
             Ordering::Less => RecordMerge::Stale,
-            Ordering::Greater => RecordMerge::Replaced,
-            // Same marker: LWWReg would keep whichever it holds, which depends
-            // on merge order when the values differ. Compare encodings instead
-            // (not `==`: 0.0 and -0.0 are equal but encode differently).
-            Ordering::Equal => match tie_break(&record, &register.val) {
+            Ordering::Greater => {
+                register.update(held(decode(false)?), version);
+                RecordMerge::Replaced
+            }
+            // Same marker: LWWReg would keep whichever it holds, which
+            // depends on merge order when the values differ. Compare the
+            // encodings instead: equal bytes are the same record; otherwise
+            // the larger wins, everywhere.
+            Ordering::Equal => match incoming.bytes.cmp(&register.val.bytes) {
                 Ordering::Equal => RecordMerge::Duplicate,
-                Ordering::Greater => RecordMerge::TieBrokeIncoming,
-                Ordering::Less => RecordMerge::TieBrokeKnown,
+                Ordering::Greater => {
+                    register.val = held(decode(false)?);
+                    RecordMerge::TieBrokeIncoming
+                }
+                Ordering::Less => {
+                    decode(false)?;
+                    RecordMerge::TieBrokeKnown
+                }
             },
         };
-        match outcome {
-            RecordMerge::Replaced => register.update(record, version),
-            RecordMerge::TieBrokeIncoming => register.val = record,
-            _ => {}
-        }
         if outcome.changed() {
-            self.journal.note(&register.val.node_id);
+            self.journal.note(&incoming.node_id);
         }
-        outcome
+        Ok(outcome)
     }
 
     /// Merges one tombstone: records of `node_id` with a generation at or
@@ -287,7 +380,9 @@ impl TelemetryMap {
             self.merge_tombstone(node_id, *generation);
         }
         for register in other.records.values() {
-            self.merge_record(register.val.clone());
+            let Ok(_) = self.merge_encoded(&register.val.encoded().as_ref(), |_| {
+                Ok::<_, Infallible>(register.val.record.clone())
+            });
         }
     }
 
@@ -317,39 +412,6 @@ impl CvRDT for TelemetryMap {
     fn merge(&mut self, other: Self) {
         TelemetryMap::merge(self, &other);
     }
-}
-
-/// Total order between two different records of the same version: compare
-/// their MessagePack encodings, which are deterministic (BTreeMaps, fixed
-/// field order, finite floats).
-fn tie_break(left: &NodeRecord, right: &NodeRecord) -> Ordering {
-    // The usual case is a duplicate delivery of the very same record (gossip
-    // repeats itself): equal records encode equally unless a float is zero
-    // in one and minus zero in the other, so only then are encodings needed.
-    if left == right && !has_zero_float(left) {
-        return Ordering::Equal;
-    }
-    let left_bytes = super::wire::encode_record(left);
-    let right_bytes = super::wire::encode_record(right);
-    left_bytes.cmp(&right_bytes)
-}
-
-/// Whether any float of `record` is zero (of either sign): the only values
-/// on which `==` and the encoding disagree (records hold finite floats only).
-fn has_zero_float(record: &NodeRecord) -> bool {
-    let host = record
-        .host
-        .as_ref()
-        .is_some_and(|host| host.cpu_percent == 0.0);
-    let database = record.database.as_ref().is_some_and(|database| {
-        database.report.qps == 0.0
-            || database
-                .report
-                .shards
-                .values()
-                .any(|shard| shard.qps == 0.0)
-    });
-    host || database
 }
 
 #[cfg(test)]

@@ -8,19 +8,47 @@
 //! the message with [`TelemetryError::UnsupportedVersion`]. Every decoder
 //! checks the byte length against its limit *before* decoding, validates
 //! what it decoded, and never panics on arbitrary input.
+//!
+//! Wire format version 2, the shapes (`{name: value}` is how rmp-serde
+//! writes an enum variant, `bin` a MessagePack binary string):
+//!
+//! ```text
+//! envelope      [version: u16, body]
+//! delta         {"Record": bin(record)} | {"Tombstone": [node_id, generation, retention_ms]}
+//! anti-entropy  {"Request": [digest]} | {"Response": [digest, batch]} | {"Push": [batch]}
+//! digest        [{node_id: [generation, sequence], ...}, [tombstone, ...]]
+//! batch         [[tombstone, ...], [bin(record), ...], truncated: bool]
+//! record        the MessagePack array of a NodeRecord's seven fields,
+//!               starting [node_id, [generation, sequence], ...]
+//! ```
+//!
+//! Why records travel as `bin` ([`EncodedRecord`]): a receiver reads only
+//! the node and version at the front of the bytes, so a stale or duplicate
+//! copy — most of what gossip and anti-entropy deliver — is recognised
+//! without decoding the record; the bytes are held as they arrived and
+//! forwarded unchanged, so no agent ever re-encodes a record to learn its
+//! size, to compare two of them, or to send it on.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 use foca::Invalidates;
-use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::TelemetryError;
 use super::record::{NodeRecord, Version};
 use crate::{Generation, NodeId};
 
 /// The telemetry wire format version this agent writes and reads.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
+
+/// The first byte of every encoded record: a MessagePack fixarray of the
+/// seven fields of [`NodeRecord`] (checked by a unit test).
+const RECORD_ARRAY_MARKER: u8 = 0x97;
 
 #[derive(Serialize)]
 struct EnvelopeOut<'a, T> {
@@ -28,10 +56,67 @@ struct EnvelopeOut<'a, T> {
     body: &'a T,
 }
 
-#[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    version: u16,
-    body: T,
+/// Reads an envelope in one pass: the version first (noted in
+/// `version_seen`, and the body not read at all if it is not ours), then
+/// the body.
+struct EnvelopeSeed<'c, T> {
+    version_seen: &'c Cell<Option<u16>>,
+    body: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for EnvelopeSeed<'_, T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        deserializer.deserialize_tuple(2, self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeSeed<'_, T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an envelope [version, body]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        let version: u16 = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        self.version_seen.set(Some(version));
+        if version != WIRE_VERSION {
+            return Err(de::Error::custom("unsupported version"));
+        }
+        seq.next_element()?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))
+    }
+}
+
+/// A MessagePack binary string borrowed from the message being decoded (or
+/// to be written): how records and digest entries travel.
+#[derive(Clone, Copy)]
+struct Bin<'a>(&'a [u8]);
+
+impl Serialize for Bin<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Bin<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BinVisitor;
+        impl<'de> Visitor<'de> for BinVisitor {
+            type Value = &'de [u8];
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a MessagePack bin")
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, bytes: &'de [u8]) -> Result<&'de [u8], E> {
+                Ok(bytes)
+            }
+        }
+        deserializer.deserialize_bytes(BinVisitor).map(Bin)
+    }
 }
 
 /// A removal watermark as it travels: records of `node_id` at or below
@@ -46,6 +131,169 @@ pub struct Tombstone {
     pub generation: Generation,
     /// Remaining retention at the sender, milliseconds.
     pub retention_ms: u64,
+}
+
+/// A record in its wire form: its MessagePack encoding exactly as its writer
+/// produced it, with the node and version read from the front of it. Cheap
+/// to clone (the bytes are shared).
+///
+/// The bytes are what the map holds next to the decoded record, what deltas
+/// and batches carry, what `record_bytes_max` measures and what the
+/// same-version tie-break compares: every agent holds and forwards the very
+/// bytes the writer produced, so they all compare the same thing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    node_id: NodeId,
+    version: Version,
+    bytes: Arc<[u8]>,
+}
+
+impl fmt::Debug for EncodedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedRecord")
+            .field("node_id", &self.node_id)
+            .field("version", &self.version)
+            .field("size_bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl EncodedRecord {
+    /// Encodes `record` (the writer's side).
+    pub fn encode(record: &NodeRecord) -> Self {
+        let bytes = encode_record(record);
+        debug_assert_eq!(bytes.first(), Some(&RECORD_ARRAY_MARKER));
+        Self {
+            node_id: record.node_id.clone(),
+            version: record.version,
+            bytes: bytes.into(),
+        }
+    }
+
+    /// Reads the node and version at the front of `bytes` (the record is
+    /// not decoded: see [`EncodedRecord::decode`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TelemetryError> {
+        RecordRef::read(bytes).map(|record| record.to_owned())
+    }
+
+    pub(crate) fn from_parts(node_id: NodeId, version: Version, bytes: Arc<[u8]>) -> Self {
+        Self {
+            node_id,
+            version,
+            bytes,
+        }
+    }
+
+    /// The node the record describes.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The record's version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The encoded record.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Size of the encoded record, bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Decodes and validates the whole record.
+    pub fn decode(&self) -> Result<NodeRecord, TelemetryError> {
+        self.as_ref().decode()
+    }
+
+    pub(crate) fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            node_id: self.node_id.clone(),
+            version: self.version,
+            bytes: &self.bytes,
+        }
+    }
+}
+
+impl Serialize for EncodedRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.bytes)
+    }
+}
+
+/// An encoded record borrowed from an incoming message, its head read.
+#[derive(Clone, Debug)]
+pub(crate) struct RecordRef<'a> {
+    pub(crate) node_id: NodeId,
+    pub(crate) version: Version,
+    pub(crate) bytes: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// Reads the head of an encoded record: the record's first two fields,
+    /// the node id and the version. Costs no allocation for node ids of up
+    /// to `NODE_ID_INLINE_LEN` bytes, and no look at the rest of the record.
+    pub(crate) fn read(bytes: &'a [u8]) -> Result<Self, TelemetryError> {
+        let malformed = |reason: String| TelemetryError::Malformed {
+            what: "record",
+            reason,
+        };
+        let Some((&RECORD_ARRAY_MARKER, fields)) = bytes.split_first() else {
+            return Err(malformed(
+                "not a MessagePack array of the 7 record fields".to_owned(),
+            ));
+        };
+        let mut deserializer = rmp_serde::Deserializer::from_read_ref(fields);
+        let node_id =
+            NodeId::deserialize(&mut deserializer).map_err(|error| malformed(error.to_string()))?;
+        let version = Version::deserialize(&mut deserializer)
+            .map_err(|error| malformed(error.to_string()))?;
+        Ok(Self {
+            node_id,
+            version,
+            bytes,
+        })
+    }
+
+    /// Decodes and validates the whole record: it must be exactly one
+    /// MessagePack value (no trailing bytes) and agree with its head.
+    pub(crate) fn decode(&self) -> Result<NodeRecord, TelemetryError> {
+        let malformed = |reason: String| TelemetryError::Malformed {
+            what: "record",
+            reason,
+        };
+        if value_len(self.bytes) != Some(self.bytes.len()) {
+            return Err(malformed("not exactly one MessagePack value".to_owned()));
+        }
+        let record: NodeRecord =
+            rmp_serde::from_slice(self.bytes).map_err(|error| malformed(error.to_string()))?;
+        // Both were read from the same bytes by the same `Deserialize`
+        // impls, so they agree; checked rather than assumed since the bytes
+        // come from a peer.
+        if record.node_id != self.node_id || record.version != self.version {
+            return Err(malformed("head and record disagree".to_owned()));
+        }
+        record.validate()?;
+        Ok(record)
+    }
+
+    pub(crate) fn to_owned(&self) -> EncodedRecord {
+        EncodedRecord {
+            node_id: self.node_id.clone(),
+            version: self.version,
+            bytes: self.bytes.into(),
+        }
+    }
+
+    fn key(&self) -> TelemetryKey {
+        TelemetryKey {
+            node_id: self.node_id.clone(),
+            kind: TelemetryKeyKind::Record(self.version),
+        }
+    }
 }
 
 /// One broadcastable change: a node's record or a node's removal.
@@ -65,10 +313,44 @@ impl Delta {
                 node_id: record.node_id.clone(),
                 kind: TelemetryKeyKind::Record(record.version),
             },
-            Delta::Tombstone(tombstone) => TelemetryKey {
-                node_id: tombstone.node_id.clone(),
-                kind: TelemetryKeyKind::Tombstone(tombstone.generation),
-            },
+            Delta::Tombstone(tombstone) => tombstone_key(tombstone),
+        }
+    }
+}
+
+fn tombstone_key(tombstone: &Tombstone) -> TelemetryKey {
+    TelemetryKey {
+        node_id: tombstone.node_id.clone(),
+        kind: TelemetryKeyKind::Tombstone(tombstone.generation),
+    }
+}
+
+/// A delta as written: the record as its bytes.
+#[derive(Serialize)]
+enum DeltaOut<'a> {
+    Record(Bin<'a>),
+    Tombstone(&'a Tombstone),
+}
+
+/// A delta as read: the record's bytes borrowed, not yet decoded.
+#[derive(Deserialize)]
+enum DeltaIn<'a> {
+    Record(#[serde(borrow)] Bin<'a>),
+    Tombstone(Tombstone),
+}
+
+/// A received delta whose record (if any) is not decoded yet.
+#[derive(Debug)]
+pub(crate) enum DeltaRef<'a> {
+    Record(RecordRef<'a>),
+    Tombstone(Tombstone),
+}
+
+impl DeltaRef<'_> {
+    pub(crate) fn key(&self) -> TelemetryKey {
+        match self {
+            DeltaRef::Record(record) => record.key(),
+            DeltaRef::Tombstone(tombstone) => tombstone_key(tombstone),
         }
     }
 }
@@ -135,12 +417,12 @@ pub struct Digest {
 
 /// Records and tombstones one agent sends another, bounded by the
 /// anti-entropy budget.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RecordBatch {
     /// Tombstones the receiver lacks.
     pub tombstones: Vec<Tombstone>,
     /// Records the receiver lacks (or holds older versions of).
-    pub records: Vec<NodeRecord>,
+    pub records: Vec<EncodedRecord>,
     /// Whether the budget cut the batch (more will follow in later rounds).
     pub truncated: bool,
 }
@@ -152,10 +434,49 @@ impl RecordBatch {
     }
 }
 
+/// A batch as read: records borrowed, heads not read yet.
+#[derive(Deserialize)]
+struct BatchIn<'a> {
+    tombstones: Vec<Tombstone>,
+    #[serde(borrow)]
+    records: Vec<Bin<'a>>,
+    truncated: bool,
+}
+
+/// A received batch whose records' heads are read, bodies not decoded.
+#[derive(Debug)]
+pub(crate) struct BatchView<'a> {
+    pub(crate) tombstones: Vec<Tombstone>,
+    pub(crate) records: Vec<RecordRef<'a>>,
+    pub(crate) truncated: bool,
+}
+
+impl<'a> BatchView<'a> {
+    fn read(batch: BatchIn<'a>) -> Result<Self, TelemetryError> {
+        Ok(Self {
+            tombstones: batch.tombstones,
+            records: batch
+                .records
+                .into_iter()
+                .map(|record| RecordRef::read(record.0))
+                .collect::<Result<_, _>>()?,
+            truncated: batch.truncated,
+        })
+    }
+
+    fn to_owned(&self) -> RecordBatch {
+        RecordBatch {
+            tombstones: self.tombstones.clone(),
+            records: self.records.iter().map(RecordRef::to_owned).collect(),
+            truncated: self.truncated,
+        }
+    }
+}
+
 /// One anti-entropy exchange is three messages over a QUIC stream:
 /// `Request` (A's digest) → `Response` (B's digest and what A lacks) →
 /// `Push` (what B lacks), the last only if non-empty.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum AntiEntropyMessage {
     /// Opens an exchange with the initiator's digest.
     Request {
@@ -176,8 +497,41 @@ pub enum AntiEntropyMessage {
     },
 }
 
-/// MessagePack encoding of a bare record (no envelope): used to measure a
-/// record against `record_bytes_max` and for the deterministic tie-break.
+/// An anti-entropy message as read (same shape as [`AntiEntropyMessage`]).
+#[derive(Deserialize)]
+enum AntiEntropyIn<'a> {
+    Request {
+        digest: Digest,
+    },
+    Response {
+        digest: Digest,
+        #[serde(borrow)]
+        batch: BatchIn<'a>,
+    },
+    Push {
+        #[serde(borrow)]
+        batch: BatchIn<'a>,
+    },
+}
+
+/// A received anti-entropy message, checked: every record's head read.
+/// Records are decoded (and validated) only if they are news to the
+/// receiver.
+#[derive(Debug)]
+pub(crate) enum AntiEntropyView<'a> {
+    Request {
+        digest: Digest,
+    },
+    Response {
+        digest: Digest,
+        batch: BatchView<'a>,
+    },
+    Push {
+        batch: BatchView<'a>,
+    },
+}
+
+/// MessagePack encoding of a bare record (no envelope): a record's wire form.
 pub fn encode_record(record: &NodeRecord) -> Vec<u8> {
     // Invariant: a record is strings, integers, finite floats and maps with
     // string or integer keys; MessagePack encodes all of them infallibly.
@@ -209,12 +563,12 @@ pub(crate) fn encode_enveloped<T: Serialize>(
     Ok(bytes)
 }
 
-/// Decodes an enveloped message of at most `max_bytes`: the envelope's
-/// version is checked first so an unknown version is reported as such rather
-/// than as garbage.
-pub(crate) fn decode_enveloped<T: DeserializeOwned>(
+/// Decodes an enveloped message of at most `max_bytes` in one pass: the
+/// envelope's version is read first so an unknown version is reported as
+/// such rather than as garbage.
+pub(crate) fn decode_enveloped<'de, T: Deserialize<'de>>(
     what: &'static str,
-    bytes: &[u8],
+    bytes: &'de [u8],
     max_bytes: usize,
 ) -> Result<T, TelemetryError> {
     if bytes.len() > max_bytes {
@@ -224,24 +578,58 @@ pub(crate) fn decode_enveloped<T: DeserializeOwned>(
             max_bytes,
         });
     }
-    let malformed = |error: rmp_serde::decode::Error| TelemetryError::Malformed {
-        what,
-        reason: error.to_string(),
+    let version_seen = Cell::new(None);
+    let seed = EnvelopeSeed {
+        version_seen: &version_seen,
+        body: PhantomData,
     };
-    let header: EnvelopeIn<IgnoredAny> = rmp_serde::from_slice(bytes).map_err(malformed)?;
-    if header.version != WIRE_VERSION {
-        return Err(TelemetryError::UnsupportedVersion {
-            version: header.version,
-            supported: WIRE_VERSION,
-        });
-    }
-    let envelope: EnvelopeIn<T> = rmp_serde::from_slice(bytes).map_err(malformed)?;
-    Ok(envelope.body)
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    seed.deserialize(&mut deserializer)
+        .map_err(|error| match version_seen.get() {
+            Some(version) if version != WIRE_VERSION => TelemetryError::UnsupportedVersion {
+                version,
+                supported: WIRE_VERSION,
+            },
+            _ => TelemetryError::Malformed {
+                what,
+                reason: error.to_string(),
+            },
+        })
 }
 
 /// Encodes a delta, or says it does not fit in `delta_bytes_max`
 /// ([`TelemetryError::DeltaTooLarge`]: don't broadcast it).
 pub fn encode_delta(delta: &Delta, delta_bytes_max: usize) -> Result<EncodedDelta, TelemetryError> {
+    match delta {
+        Delta::Record(record) => {
+            encode_record_delta(&EncodedRecord::encode(record), delta_bytes_max)
+        }
+        Delta::Tombstone(tombstone) => encode_delta_out(
+            &DeltaOut::Tombstone(tombstone),
+            tombstone_key(tombstone),
+            delta_bytes_max,
+        ),
+    }
+}
+
+/// Encodes the delta of a record already in wire form (no re-encoding), or
+/// says it does not fit in `delta_bytes_max`.
+pub fn encode_record_delta(
+    record: &EncodedRecord,
+    delta_bytes_max: usize,
+) -> Result<EncodedDelta, TelemetryError> {
+    encode_delta_out(
+        &DeltaOut::Record(Bin(record.bytes())),
+        record.as_ref().key(),
+        delta_bytes_max,
+    )
+}
+
+fn encode_delta_out(
+    delta: &DeltaOut<'_>,
+    key: TelemetryKey,
+    delta_bytes_max: usize,
+) -> Result<EncodedDelta, TelemetryError> {
     let bytes = encode_enveloped("delta", delta, usize::MAX)?;
     if bytes.len() > delta_bytes_max {
         return Err(TelemetryError::DeltaTooLarge {
@@ -249,19 +637,28 @@ pub fn encode_delta(delta: &Delta, delta_bytes_max: usize) -> Result<EncodedDelt
             max_bytes: delta_bytes_max,
         });
     }
-    Ok(EncodedDelta {
-        key: delta.key(),
-        bytes,
-    })
+    Ok(EncodedDelta { key, bytes })
 }
 
-/// Decodes and validates a delta of at most `delta_bytes_max` bytes.
-pub fn decode_delta(bytes: &[u8], delta_bytes_max: usize) -> Result<Delta, TelemetryError> {
-    let delta: Delta = decode_enveloped("delta", bytes, delta_bytes_max)?;
-    if let Delta::Record(record) = &delta {
-        record.validate()?;
+/// Decodes a delta of at most `delta_bytes_max` bytes, reading only the
+/// head of its record.
+pub(crate) fn decode_delta_ref(
+    bytes: &[u8],
+    delta_bytes_max: usize,
+) -> Result<DeltaRef<'_>, TelemetryError> {
+    match decode_enveloped("delta", bytes, delta_bytes_max)? {
+        DeltaIn::Record(record) => RecordRef::read(record.0).map(DeltaRef::Record),
+        DeltaIn::Tombstone(tombstone) => Ok(DeltaRef::Tombstone(tombstone)),
     }
-    Ok(delta)
+}
+
+/// Decodes and validates a delta of at most `delta_bytes_max` bytes,
+/// record and all.
+pub fn decode_delta(bytes: &[u8], delta_bytes_max: usize) -> Result<Delta, TelemetryError> {
+    Ok(match decode_delta_ref(bytes, delta_bytes_max)? {
+        DeltaRef::Record(record) => Delta::Record(record.decode()?),
+        DeltaRef::Tombstone(tombstone) => Delta::Tombstone(tombstone),
+    })
 }
 
 /// Encodes an anti-entropy message of at most `max_bytes`.
@@ -272,21 +669,236 @@ pub fn encode_anti_entropy(
     encode_enveloped("anti-entropy message", message, max_bytes)
 }
 
-/// Decodes an anti-entropy message of at most `max_bytes` and validates
-/// every record in it.
+/// Decodes an anti-entropy message of at most `max_bytes` and reads the
+/// head of every record in it (see [`AntiEntropyView`]).
+pub(crate) fn decode_anti_entropy_view(
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<AntiEntropyView<'_>, TelemetryError> {
+    Ok(
+        match decode_enveloped("anti-entropy message", bytes, max_bytes)? {
+            AntiEntropyIn::Request { digest } => AntiEntropyView::Request { digest },
+            AntiEntropyIn::Response { digest, batch } => AntiEntropyView::Response {
+                digest,
+                batch: BatchView::read(batch)?,
+            },
+            AntiEntropyIn::Push { batch } => AntiEntropyView::Push {
+                batch: BatchView::read(batch)?,
+            },
+        },
+    )
+}
+
+/// Decodes an anti-entropy message of at most `max_bytes` and checks that
+/// every record's head is readable. Records are not decoded: see
+/// [`EncodedRecord::decode`].
 pub fn decode_anti_entropy(
     bytes: &[u8],
     max_bytes: usize,
 ) -> Result<AntiEntropyMessage, TelemetryError> {
-    let message: AntiEntropyMessage = decode_enveloped("anti-entropy message", bytes, max_bytes)?;
-    let batch = match &message {
-        AntiEntropyMessage::Request { .. } => None,
-        AntiEntropyMessage::Response { batch, .. } | AntiEntropyMessage::Push { batch } => {
-            Some(batch)
+    Ok(match decode_anti_entropy_view(bytes, max_bytes)? {
+        AntiEntropyView::Request { digest } => AntiEntropyMessage::Request { digest },
+        AntiEntropyView::Response { digest, batch } => AntiEntropyMessage::Response {
+            digest,
+            batch: batch.to_owned(),
+        },
+        AntiEntropyView::Push { batch } => AntiEntropyMessage::Push {
+            batch: batch.to_owned(),
+        },
+    })
+}
+
+/// Length of the MessagePack value at the front of `bytes`, or `None` if
+/// `bytes` does not start with a whole, well-formed value. Walks the markers
+/// without decoding or allocating; nesting costs a counter, not recursion.
+fn value_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    // Values still to walk; each takes at least one byte, so more than the
+    // bytes left means the input is cut short (and bounds the counter).
+    let mut pending = 1usize;
+    while pending > 0 {
+        pending -= 1;
+        let marker = *bytes.get(at)?;
+        at += 1;
+        let mut length = |width: usize| -> Option<usize> {
+            let field = bytes.get(at..at.checked_add(width)?)?;
+            at += width;
+            Some(
+                field
+                    .iter()
+                    .fold(0usize, |length, byte| (length << 8) | usize::from(*byte)),
+            )
+        };
+        // (bytes of payload to skip, values nested inside)
+        let (skip, nested) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc1 => return None,
+            0xc4 | 0xd9 => (length(1)?, 0),
+            0xc5 | 0xda => (length(2)?, 0),
+            0xc6 | 0xdb => (length(4)?, 0),
+            0xc7 => (length(1)?.checked_add(1)?, 0),
+            0xc8 => (length(2)?.checked_add(1)?, 0),
+            0xc9 => (length(4)?.checked_add(1)?, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, length(2)?),
+            0xdd => (0, length(4)?),
+            0xde => (0, length(2)?.checked_mul(2)?),
+            0xdf => (0, length(4)?.checked_mul(2)?),
+        };
+        at = at.checked_add(skip)?;
+        if at > bytes.len() {
+            return None;
         }
-    };
-    for record in batch.into_iter().flat_map(|batch| &batch.records) {
-        record.validate()?;
+        pending = pending.checked_add(nested)?;
+        if pending > bytes.len() - at {
+            return None;
+        }
     }
-    Ok(message)
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::telemetry::record::{
+        AppliedPosition, DatabaseReport, DatabaseSnapshot, Epoch, HostMetrics, SchemaVersion,
+        Sequence, ShardId, ShardReport, ShardRole,
+    };
+
+    fn id(name: &str) -> NodeId {
+        NodeId::new(name).unwrap()
+    }
+
+    fn version(generation: u64, sequence: u64) -> Version {
+        Version {
+            generation: Generation(generation),
+            sequence: Sequence(sequence),
+        }
+    }
+
+    fn record(node: &str, generation: u64, sequence: u64) -> NodeRecord {
+        NodeRecord {
+            node_id: id(node),
+            version: version(generation, sequence),
+            agent_version: "0.0.0 (test)".to_owned(),
+            host: Some(HostMetrics {
+                cpu_percent: 12.5,
+                memory_used_bytes: 1,
+                memory_total_bytes: 2,
+                disk_used_bytes: 3,
+                disk_capacity_bytes: 4,
+            }),
+            database: Some(DatabaseSnapshot {
+                report_age_ms: 7,
+                report: DatabaseReport {
+                    qps: 1.5,
+                    latency_p50_us: 10,
+                    latency_p99_us: 20,
+                    replication_lag_ms: 0,
+                    shards: BTreeMap::from([(
+                        ShardId(3),
+                        ShardReport {
+                            size_bytes: 100,
+                            qps: 0.5,
+                            applied_position: AppliedPosition(u64::MAX),
+                            role: ShardRole::Primary,
+                            epoch: Epoch(2),
+                        },
+                    )]),
+                    schema_versions: BTreeMap::from([("t".to_owned(), SchemaVersion(1))]),
+                },
+            }),
+            unreachable_peers: BTreeSet::from([id("z")]),
+            unreachable_peers_total: 1,
+        }
+    }
+
+    #[test]
+    fn telemetry_records_encode_as_an_array_of_seven_fields() {
+        for record in [
+            record("a", 1, 1),
+            record(&"x".repeat(64), u64::MAX, u64::MAX),
+        ] {
+            let bytes = encode_record(&record);
+            assert_eq!(bytes[0], RECORD_ARRAY_MARKER);
+            let head = RecordRef::read(&bytes).unwrap();
+            assert_eq!(
+                (head.node_id.clone(), head.version),
+                (record.node_id.clone(), record.version)
+            );
+            assert_eq!(head.decode().unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn telemetry_record_bytes_must_be_one_value_matching_the_head() {
+        let bytes = encode_record(&record("a", 1, 1));
+        let mut trailing = bytes.clone();
+        trailing.push(0xc0);
+        let head = RecordRef::read(&trailing).unwrap();
+        assert!(matches!(
+            head.decode(),
+            Err(TelemetryError::Malformed { .. })
+        ));
+        for cut in [0, 1, 2, bytes.len() / 2, bytes.len() - 1] {
+            let Ok(head) = RecordRef::read(&bytes[..cut]) else {
+                continue;
+            };
+            assert!(head.decode().is_err(), "cut at {cut}");
+        }
+        // A head that is not an array of seven.
+        assert!(RecordRef::read(&[0x96]).is_err());
+        assert!(RecordRef::read(&rmp_serde::to_vec(&(1, 2)).unwrap()).is_err());
+    }
+
+    #[test]
+    fn telemetry_value_len_measures_every_kind_of_value() {
+        let values: Vec<Vec<u8>> = vec![
+            rmp_serde::to_vec(&record("a", 1, 1)).unwrap(),
+            rmp_serde::to_vec(&(u64::MAX, -1i64, i64::MIN, 1.5f32, 2.5f64, true, ())).unwrap(),
+            rmp_serde::to_vec(&"x".repeat(300)).unwrap(),
+            rmp_serde::to_vec(&Bin(&[7; 70_000])).unwrap(),
+            rmp_serde::to_vec(&vec![1u8; 20]).unwrap(),
+            rmp_serde::to_vec(&BTreeMap::from_iter((0..20u32).map(|key| (key, key)))).unwrap(),
+            // fixext 1 and ext 8
+            vec![0xd4, 1, 2],
+            vec![0xc7, 2, 1, 9, 9],
+        ];
+        for value in values {
+            assert_eq!(value_len(&value), Some(value.len()), "{value:x?}");
+            assert_eq!(value_len(&value[..value.len() - 1]), None, "{value:x?}");
+        }
+        assert_eq!(value_len(&[0xc1]), None);
+        assert_eq!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(value_len(&[]), None);
+    }
+
+    #[test]
+    fn telemetry_envelope_names_an_unknown_version() {
+        let bytes = rmp_serde::to_vec(&(WIRE_VERSION + 1, "anything")).unwrap();
+        assert!(matches!(
+            decode_enveloped::<IgnoredBody>("delta", &bytes, usize::MAX),
+            Err(TelemetryError::UnsupportedVersion { version, .. }) if version == WIRE_VERSION + 1
+        ));
+        let bytes = rmp_serde::to_vec(&(WIRE_VERSION, 1, 2)).unwrap();
+        assert!(matches!(
+            decode_enveloped::<IgnoredBody>("delta", &bytes, usize::MAX),
+            Err(TelemetryError::Malformed { .. })
+        ));
+    }
+
+    type IgnoredBody = serde::de::IgnoredAny;
 }
