@@ -8,6 +8,8 @@
 //!   by `(generation, sequence)`, plus removal tombstones.
 //! * [`wire`]: the versioned MessagePack envelope, broadcast deltas and their
 //!   foca key ([`TelemetryKey`]), anti-entropy digests and batches.
+//! * [`digest`]: the compact, node-ordered form of a digest's entries,
+//!   compared with the map in one walk.
 //! * [`config`]: [`TelemetryConfig`], every rate and size.
 //! * this file: [`TelemetryStore`], the sans-IO state machine one agent
 //!   drives — the map plus local bookkeeping (this node's sequence, when each
@@ -48,6 +50,7 @@
 //! ```
 
 pub mod config;
+pub mod digest;
 mod error;
 pub mod map;
 pub mod record;
@@ -57,6 +60,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use config::TelemetryConfig;
+pub use digest::{DigestEntries, DigestEntry, DigestIter};
 pub use error::TelemetryError;
 pub use map::{HeldRecord, RecordMerge, TelemetryMap, TombstoneMerge};
 pub use record::{
@@ -69,7 +73,7 @@ pub use wire::{
 };
 
 use crate::{Generation, NodeId};
-use wire::{AntiEntropyView, DeltaRef, RecordRef};
+use wire::{AntiEntropyView, DeltaRef, DigestView, RecordRef};
 
 /// Estimated encoded size of one tombstone besides its node id, bytes (array
 /// header, generation and retention as MessagePack integers). Used to keep
@@ -756,18 +760,15 @@ impl TelemetryStore {
     /// The anti-entropy digest: the version of every record held and every
     /// tombstone.
     pub fn digest(&self, now: Duration) -> Digest {
-        Digest {
-            records: self
-                .map
+        Digest::from_sorted(
+            self.map
                 .records()
-                .map(|record| (record.node_id.clone(), record.version))
-                .collect(),
-            tombstones: self
-                .map
+                .map(|record| (&record.node_id, record.version)),
+            self.map
                 .tombstones()
                 .filter_map(|(node_id, _)| self.tombstone_wire(now, node_id))
                 .collect(),
-        }
+        )
     }
 
     /// What a peer with `peer` digest lacks: tombstones it does not hold,
@@ -777,8 +778,16 @@ impl TelemetryStore {
     /// `anti_entropy_records_max`. Records the peer's tombstones cover are
     /// skipped (it would refuse them).
     pub fn missing_for(&mut self, now: Duration, peer: &Digest) -> RecordBatch {
-        let peer_tombstones: BTreeMap<&NodeId, Generation> = peer
-            .tombstones
+        self.missing_for_entries(now, peer.records(), &peer.tombstones)
+    }
+
+    fn missing_for_entries(
+        &mut self,
+        now: Duration,
+        peer_records: DigestEntries<'_>,
+        peer_tombstones: &[Tombstone],
+    ) -> RecordBatch {
+        let peer_tombstones: BTreeMap<&NodeId, Generation> = peer_tombstones
             .iter()
             .map(|tombstone| (&tombstone.node_id, tombstone.generation))
             .collect();
@@ -808,12 +817,27 @@ impl TelemetryStore {
         }
 
         // (held at all by the peer?, wraps around the cursor?, record): the
-        // order records are offered in. The map is walked in node order, so
-        // a stable sort on the two flags finishes the job.
+        // order records are offered in. The peer's entries are walked in
+        // step with the map, both in node order, so the candidates come out
+        // in node order and a stable sort on the two flags finishes the job.
+        let mut theirs = peer_records.iter().peekable();
         let mut candidates: Vec<(bool, bool, &HeldRecord)> = Vec::new();
         for held in self.map.held_records() {
             let record = held.record();
-            let their_version = peer.records.get(&record.node_id).copied();
+            let mut their_version = None;
+            while let Some(entry) = theirs.peek() {
+                match entry.cmp_node(&record.node_id) {
+                    std::cmp::Ordering::Less => {
+                        theirs.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        their_version = Some(entry.version);
+                        theirs.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
             let newer = their_version.is_none_or(|theirs| theirs < record.version);
             let refused = peer_tombstones
                 .get(&record.node_id)
@@ -903,8 +927,9 @@ impl TelemetryStore {
     /// Handles one anti-entropy message from a peer and returns the reply to
     /// send back on the same stream, if any: `Request` → `Response`,
     /// `Response` → `Push` (only if the peer lacks something), `Push` → none.
-    /// Malformed or oversized input (including a record whose head cannot
-    /// be read) changes nothing but `decode_errors`. A record in a batch that
+    /// Malformed or oversized input (a digest out of node order or over
+    /// `digest_bytes_max`, a record whose head cannot be read) changes
+    /// nothing but `decode_errors`. A record in a batch that
     /// is news but fails to decode or validate (or is over its limits) is
     /// skipped and counted; the rest still merge. Records that are no news
     /// are not decoded.
@@ -914,7 +939,11 @@ impl TelemetryStore {
         bytes: &[u8],
     ) -> Result<Option<Vec<u8>>, TelemetryError> {
         let message_bytes_max = self.config.anti_entropy_message_bytes_max();
-        let message = match wire::decode_anti_entropy_view(bytes, message_bytes_max) {
+        let message = match wire::decode_anti_entropy_view(
+            bytes,
+            message_bytes_max,
+            self.config.digest_bytes_max,
+        ) {
             Ok(message) => message,
             Err(error) => {
                 self.counters.decode_errors += 1;
@@ -926,7 +955,7 @@ impl TelemetryStore {
         let reply = match message {
             AntiEntropyView::Request { digest } => {
                 self.merge_digest_tombstones(now, &digest);
-                let batch = self.missing_for(now, &digest);
+                let batch = self.missing_for_entries(now, digest.records, &digest.tombstones);
                 Some(AntiEntropyMessage::Response {
                     digest: self.digest(now),
                     batch,
@@ -935,7 +964,7 @@ impl TelemetryStore {
             AntiEntropyView::Response { digest, batch } => {
                 self.merge_batch_parts(now, &batch.tombstones, batch.records);
                 self.merge_digest_tombstones(now, &digest);
-                let batch = self.missing_for(now, &digest);
+                let batch = self.missing_for_entries(now, digest.records, &digest.tombstones);
                 (!batch.is_empty()).then_some(AntiEntropyMessage::Push { batch })
             }
             AntiEntropyView::Push { batch } => {
@@ -948,7 +977,7 @@ impl TelemetryStore {
             .transpose()
     }
 
-    fn merge_digest_tombstones(&mut self, now: Duration, digest: &Digest) {
+    fn merge_digest_tombstones(&mut self, now: Duration, digest: &DigestView<'_>) {
         for tombstone in &digest.tombstones {
             self.merge_tombstone(now, tombstone);
         }

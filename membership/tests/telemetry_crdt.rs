@@ -271,6 +271,80 @@ proptest! {
     }
 
     #[test]
+    fn missing_for_matches_a_naive_model(
+        held in prop::collection::btree_map(0usize..12, (1u64..4, 1u64..4), 0..12),
+        peer in prop::collection::btree_map(0usize..14, (0u64..4, 1u64..4), 0..14),
+        peer_tombstones in prop::collection::btree_map(0usize..14, 0u64..4, 0..3),
+    ) {
+        // "n1" < "n10" < "n2": ids compare as bytes, not as numbers.
+        let name = |n: usize| id(&format!("n{n}"));
+        let version = |generation: u64, sequence: u64| Version {
+            generation: Generation(generation),
+            sequence: Sequence(sequence),
+        };
+        let mut source = store("src", 1);
+        for (n, (generation, sequence)) in &held {
+            let record = NodeRecord {
+                node_id: name(*n),
+                version: version(*generation, *sequence),
+                agent_version: "v".to_owned(),
+                host: None,
+                database: None,
+                unreachable_peers: Default::default(),
+                unreachable_peers_total: 0,
+            };
+            source.merge_record(Duration::ZERO, record).unwrap();
+        }
+        let digest = Digest::new(
+            peer.iter().map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence))),
+            peer_tombstones
+                .iter()
+                .map(|(n, generation)| Tombstone {
+                    node_id: name(*n),
+                    generation: Generation(*generation),
+                    retention_ms: 3_600_000,
+                })
+                .collect(),
+        );
+        let batch = source.missing_for(Duration::ZERO, &digest);
+
+        // The model: what the peer lacks or holds older, not covered by its
+        // tombstones; records it lacks entirely first, each group in node
+        // order.
+        let peer: BTreeMap<NodeId, Version> = peer
+            .iter()
+            .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
+            .collect();
+        let peer_tombstones: BTreeMap<NodeId, Generation> = peer_tombstones
+            .iter()
+            .map(|(n, generation)| (name(*n), Generation(*generation)))
+            .collect();
+        let mut expected: Vec<(bool, NodeId, Version)> = held
+            .iter()
+            .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
+            .filter(|(node_id, held)| {
+                peer.get(node_id).is_none_or(|theirs| theirs < held)
+                    && peer_tombstones
+                        .get(node_id)
+                        .is_none_or(|tombstone| held.generation > *tombstone)
+            })
+            .map(|(node_id, held)| (peer.contains_key(&node_id), node_id, held))
+            .collect();
+        expected.sort();
+        let sent: Vec<(NodeId, Version)> = batch
+            .records
+            .iter()
+            .map(|record| (record.node_id().clone(), record.version()))
+            .collect();
+        let expected: Vec<(NodeId, Version)> = expected
+            .into_iter()
+            .map(|(_, node_id, version)| (node_id, version))
+            .collect();
+        prop_assert_eq!(sent, expected);
+        prop_assert!(!batch.truncated);
+    }
+
+    #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let mut store = store("z", 1);
         let _ = store.receive_delta(Duration::ZERO, &bytes, DeltaSource::Peer);

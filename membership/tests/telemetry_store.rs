@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shoal_membership::telemetry::{
-    AntiEntropyMessage, DatabaseReport, DatabaseSnapshot, Delta, DeltaSource, EncodedRecord,
-    HostMetrics, NodeRecord, RecordBatch, RecordMerge, Sequence, ShardId, ShardReport, ShardRole,
-    TelemetryAction, TelemetryConfig, TelemetryError, TelemetryKey, TelemetryKeyKind,
-    TelemetryStore, wire,
+    AntiEntropyMessage, DatabaseReport, DatabaseSnapshot, Delta, DeltaSource, Digest,
+    EncodedRecord, HostMetrics, NodeRecord, RecordBatch, RecordMerge, Sequence, ShardId,
+    ShardReport, ShardRole, TelemetryAction, TelemetryConfig, TelemetryError, TelemetryKey,
+    TelemetryKeyKind, TelemetryStore, Tombstone, wire,
 };
 use shoal_membership::{Generation, NodeId};
 
@@ -724,4 +724,107 @@ fn anti_entropy_batches_refuse_unreadable_records_whole_and_bad_records_alone() 
     assert_eq!(b.map().len(), 1);
     assert_eq!(b.map().held(&id("n1")).unwrap().bytes(), &good[..]);
     assert_eq!(b.meta(&id("n1")).unwrap().encoded_bytes, good.len());
+}
+
+/// A `Request` whose digest carries `entries` (wire form, unchecked) and
+/// `tombstones`.
+fn raw_request(entries: &[u8], tombstones: &[Tombstone]) -> Vec<u8> {
+    let body = BTreeMap::from([("Request", ((Bin(entries), tombstones),))]);
+    rmp_serde::to_vec(&(wire::WIRE_VERSION, body)).unwrap()
+}
+
+/// Digest entries in wire form: id length, id, generation, sequence (all
+/// numbers here below 128, so one byte each).
+fn raw_entries(entries: &[(&str, u8, u8)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (node, generation, sequence) in entries {
+        bytes.push(u8::try_from(node.len()).unwrap());
+        bytes.extend_from_slice(node.as_bytes());
+        bytes.extend([*generation, *sequence]);
+    }
+    bytes
+}
+
+#[test]
+fn malformed_digests_are_refused_and_change_nothing() {
+    let config = TelemetryConfig {
+        digest_bytes_max: 1024,
+        ..TelemetryConfig::default()
+    };
+    let mut b = TelemetryStore::new(config, id("b"), Generation(1), "v", secs(0)).unwrap();
+    b.refresh(secs(0)).unwrap();
+    let gone = Tombstone {
+        node_id: id("gone"),
+        generation: Generation(1),
+        retention_ms: 3_600_000,
+    };
+    // The hand-built request matches what the encoder writes.
+    let good = raw_entries(&[("a", 1, 1), ("b", 1, 1)]);
+    let digest = Digest::new(
+        [(id("b"), version(1, 1)), (id("a"), version(1, 1))],
+        vec![gone.clone()],
+    );
+    assert_eq!(digest.records().bytes(), &good[..]);
+    assert_eq!(
+        wire::encode_anti_entropy(
+            &AntiEntropyMessage::Request {
+                digest: digest.clone()
+            },
+            usize::MAX
+        )
+        .unwrap(),
+        raw_request(&good, std::slice::from_ref(&gone))
+    );
+
+    let mut too_long = Vec::new();
+    for n in 0..100 {
+        too_long.extend(raw_entries(&[(&format!("node-{n:03}"), 1, 1)]));
+    }
+    assert!(too_long.len() > 1024);
+    let bad: [&[u8]; 6] = [
+        &raw_entries(&[("b", 1, 1), ("a", 1, 1)]),
+        &raw_entries(&[("a", 1, 1), ("a", 1, 2)]),
+        &good[..good.len() - 1],
+        &[0x05, b'a', 1, 1],
+        &[
+            0x01, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 1,
+        ],
+        &too_long,
+    ];
+    for (index, entries) in bad.iter().enumerate() {
+        let before = b.clone();
+        let error = b
+            .handle_anti_entropy(secs(1), &raw_request(entries, std::slice::from_ref(&gone)))
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                TelemetryError::Malformed { what: "digest", .. }
+                    | TelemetryError::MessageTooLarge { what: "digest", .. }
+            ),
+            "{index}: {error}"
+        );
+        assert_eq!(b.counters().decode_errors, index as u64 + 1);
+        assert_eq!(b.counters().anti_entropy_messages, 0);
+        assert_eq!(b.counters().versions_sent, 0);
+        assert_eq!(
+            b.map(),
+            before.map(),
+            "{index}: the tombstone was not taken"
+        );
+    }
+    // The well-formed one is answered, and its tombstone taken.
+    assert!(
+        b.handle_anti_entropy(secs(1), &raw_request(&good, &[gone]))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(b.map().tombstone(&id("gone")), Some(Generation(1)));
+}
+
+fn version(generation: u64, sequence: u64) -> shoal_membership::telemetry::Version {
+    shoal_membership::telemetry::Version {
+        generation: Generation(generation),
+        sequence: Sequence(sequence),
+    }
 }

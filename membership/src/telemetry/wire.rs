@@ -16,10 +16,12 @@
 //! envelope      [version: u16, body]
 //! delta         {"Record": bin(record)} | {"Tombstone": [node_id, generation, retention_ms]}
 //! anti-entropy  {"Request": [digest]} | {"Response": [digest, batch]} | {"Push": [batch]}
-//! digest        [{node_id: [generation, sequence], ...}, [tombstone, ...]]
+//! digest        [bin(digest entries), [tombstone, ...]]
 //! batch         [[tombstone, ...], [bin(record), ...], truncated: bool]
 //! record        the MessagePack array of a NodeRecord's seven fields,
 //!               starting [node_id, [generation, sequence], ...]
+//! entries       (node id, generation, sequence) in varints, node-ordered:
+//!               see `super::digest`
 //! ```
 //!
 //! Why records travel as `bin` ([`EncodedRecord`]): a receiver reads only
@@ -27,7 +29,8 @@
 //! copy — most of what gossip and anti-entropy deliver — is recognised
 //! without decoding the record; the bytes are held as they arrived and
 //! forwarded unchanged, so no agent ever re-encodes a record to learn its
-//! size, to compare two of them, or to send it on.
+//! size, to compare two of them, or to send it on. Why the digest's entries
+//! are a format of their own: see [`super::digest`].
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -40,6 +43,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::TelemetryError;
+use super::digest::{DigestEntries, DigestWriter};
 use super::record::{NodeRecord, Version};
 use crate::{Generation, NodeId};
 
@@ -406,13 +410,103 @@ pub struct EncodedDelta {
 }
 
 /// A compact summary of a map for anti-entropy: which version of each
-/// node's record the sender holds, and its tombstones.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// node's record the sender holds (node-ordered, in wire form: see
+/// [`DigestEntries`]), and its tombstones.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Digest {
-    /// Version of every record held, by node.
-    pub records: BTreeMap<NodeId, Version>,
+    records: Vec<u8>,
+    records_len: usize,
     /// Every tombstone held, ordered by node.
     pub tombstones: Vec<Tombstone>,
+}
+
+impl Digest {
+    /// A digest of `records` (a node listed twice keeps its newest version)
+    /// and `tombstones`.
+    pub fn new(
+        records: impl IntoIterator<Item = (NodeId, Version)>,
+        tombstones: Vec<Tombstone>,
+    ) -> Self {
+        let mut newest: BTreeMap<NodeId, Version> = BTreeMap::new();
+        for (node_id, version) in records {
+            let held = newest.entry(node_id).or_insert(version);
+            *held = (*held).max(version);
+        }
+        Self::from_sorted(
+            newest.iter().map(|(node_id, version)| (node_id, *version)),
+            tombstones,
+        )
+    }
+
+    /// A digest of `records` given in strictly increasing node order (the
+    /// map's order).
+    pub(crate) fn from_sorted<'a>(
+        records: impl ExactSizeIterator<Item = (&'a NodeId, Version)>,
+        tombstones: Vec<Tombstone>,
+    ) -> Self {
+        let mut writer = DigestWriter::with_capacity(records.len());
+        for (node_id, version) in records {
+            writer.push(node_id, version);
+        }
+        let (records, records_len) = writer.finish();
+        Self {
+            records,
+            records_len,
+            tombstones,
+        }
+    }
+
+    /// The record entries, in node order.
+    pub fn records(&self) -> DigestEntries<'_> {
+        DigestEntries::from_written(&self.records, self.records_len)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (Bin(&self.records), &self.tombstones).serialize(serializer)
+    }
+}
+
+/// A digest as read: entries borrowed, checked after decoding.
+#[derive(Deserialize)]
+struct DigestIn<'a> {
+    #[serde(borrow)]
+    records: Bin<'a>,
+    tombstones: Vec<Tombstone>,
+}
+
+/// A received digest, checked.
+#[derive(Debug)]
+pub(crate) struct DigestView<'a> {
+    pub(crate) records: DigestEntries<'a>,
+    pub(crate) tombstones: Vec<Tombstone>,
+}
+
+impl<'a> DigestView<'a> {
+    /// Checks a digest as read: its entries are at most `digest_bytes_max`
+    /// bytes, well formed and in order.
+    fn read(digest: DigestIn<'a>, digest_bytes_max: usize) -> Result<Self, TelemetryError> {
+        if digest.records.0.len() > digest_bytes_max {
+            return Err(TelemetryError::MessageTooLarge {
+                what: "digest",
+                size_bytes: digest.records.0.len(),
+                max_bytes: digest_bytes_max,
+            });
+        }
+        Ok(Self {
+            records: DigestEntries::parse(digest.records.0)?,
+            tombstones: digest.tombstones,
+        })
+    }
+
+    fn to_owned(&self) -> Digest {
+        Digest {
+            records: self.records.bytes().to_vec(),
+            records_len: self.records.len(),
+            tombstones: self.tombstones.clone(),
+        }
+    }
 }
 
 /// Records and tombstones one agent sends another, bounded by the
@@ -501,10 +595,12 @@ pub enum AntiEntropyMessage {
 #[derive(Deserialize)]
 enum AntiEntropyIn<'a> {
     Request {
-        digest: Digest,
+        #[serde(borrow)]
+        digest: DigestIn<'a>,
     },
     Response {
-        digest: Digest,
+        #[serde(borrow)]
+        digest: DigestIn<'a>,
         #[serde(borrow)]
         batch: BatchIn<'a>,
     },
@@ -514,16 +610,16 @@ enum AntiEntropyIn<'a> {
     },
 }
 
-/// A received anti-entropy message, checked: every record's head read.
-/// Records are decoded (and validated) only if they are news to the
-/// receiver.
+/// A received anti-entropy message, checked: digests well formed and in
+/// node order, every record's head read. Records are decoded (and
+/// validated) only if they are news to the receiver.
 #[derive(Debug)]
 pub(crate) enum AntiEntropyView<'a> {
     Request {
-        digest: Digest,
+        digest: DigestView<'a>,
     },
     Response {
-        digest: Digest,
+        digest: DigestView<'a>,
         batch: BatchView<'a>,
     },
     Push {
@@ -669,17 +765,21 @@ pub fn encode_anti_entropy(
     encode_enveloped("anti-entropy message", message, max_bytes)
 }
 
-/// Decodes an anti-entropy message of at most `max_bytes` and reads the
-/// head of every record in it (see [`AntiEntropyView`]).
+/// Decodes an anti-entropy message of at most `max_bytes` whose digest (if
+/// any) has at most `digest_bytes_max` bytes of entries, and checks it (see
+/// [`AntiEntropyView`]).
 pub(crate) fn decode_anti_entropy_view(
     bytes: &[u8],
     max_bytes: usize,
+    digest_bytes_max: usize,
 ) -> Result<AntiEntropyView<'_>, TelemetryError> {
     Ok(
         match decode_enveloped("anti-entropy message", bytes, max_bytes)? {
-            AntiEntropyIn::Request { digest } => AntiEntropyView::Request { digest },
+            AntiEntropyIn::Request { digest } => AntiEntropyView::Request {
+                digest: DigestView::read(digest, digest_bytes_max)?,
+            },
             AntiEntropyIn::Response { digest, batch } => AntiEntropyView::Response {
-                digest,
+                digest: DigestView::read(digest, digest_bytes_max)?,
                 batch: BatchView::read(batch)?,
             },
             AntiEntropyIn::Push { batch } => AntiEntropyView::Push {
@@ -689,23 +789,27 @@ pub(crate) fn decode_anti_entropy_view(
     )
 }
 
-/// Decodes an anti-entropy message of at most `max_bytes` and checks that
-/// every record's head is readable. Records are not decoded: see
-/// [`EncodedRecord::decode`].
+/// Decodes an anti-entropy message of at most `max_bytes` and checks it:
+/// digests well formed and in node order, every record's head readable.
+/// Records are not decoded: see [`EncodedRecord::decode`].
 pub fn decode_anti_entropy(
     bytes: &[u8],
     max_bytes: usize,
 ) -> Result<AntiEntropyMessage, TelemetryError> {
-    Ok(match decode_anti_entropy_view(bytes, max_bytes)? {
-        AntiEntropyView::Request { digest } => AntiEntropyMessage::Request { digest },
-        AntiEntropyView::Response { digest, batch } => AntiEntropyMessage::Response {
-            digest,
-            batch: batch.to_owned(),
+    Ok(
+        match decode_anti_entropy_view(bytes, max_bytes, usize::MAX)? {
+            AntiEntropyView::Request { digest } => AntiEntropyMessage::Request {
+                digest: digest.to_owned(),
+            },
+            AntiEntropyView::Response { digest, batch } => AntiEntropyMessage::Response {
+                digest: digest.to_owned(),
+                batch: batch.to_owned(),
+            },
+            AntiEntropyView::Push { batch } => AntiEntropyMessage::Push {
+                batch: batch.to_owned(),
+            },
         },
-        AntiEntropyView::Push { batch } => AntiEntropyMessage::Push {
-            batch: batch.to_owned(),
-        },
-    })
+    )
 }
 
 /// Length of the MessagePack value at the front of `bytes`, or `None` if
