@@ -416,7 +416,7 @@ fn sled_backed_node_recovers_its_catalog_after_restart() {
     assert!(node.counters().snapshots_taken >= 2);
     drop(node);
 
-    let storage = SledStorage::open_path(dir.path()).unwrap();
+    let storage = SledStorage::reopen_path(dir.path()).unwrap();
     let mut node = RaftNode::new(config, storage, 2).unwrap();
     // The entries are durable; the last commit index need not be (it is learned
     // again): whatever the node re-applied at start is the same history.

@@ -337,6 +337,32 @@ impl SledStorage {
     pub(crate) fn live_state(&self) -> LogState {
         self.live.clone()
     }
+
+    /// Opens the store at `path` again in the same process, for tests. sled
+    /// 0.34 releases its file lock only when its background flusher thread
+    /// exits, a moment after the last handle is dropped (spacejam/sled#1234),
+    /// so an immediate reopen can find the lock still held: wait for its
+    /// release, with a deadline. (An agent reopens its store in a new process,
+    /// whose start the old one's exit precedes.)
+    #[cfg(test)]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test waiting for sled's file lock, not core logic"
+    )]
+    pub(crate) fn reopen_path(path: &Path) -> Result<SledStorage, Error> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match SledStorage::open_path(path) {
+                Err(error)
+                    if error.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                opened => return opened,
+            }
+        }
+    }
 }
 
 impl_raft_storage!(SledStorage, |this| this.live, note_snapshot_request);
@@ -458,7 +484,7 @@ mod tests {
         // sled holds no multi-megabyte value, so it writes no blob files.
         assert!(files(&dir.path().join("sled").join("blobs")).is_empty());
         drop(store);
-        let reopened = SledStorage::open_path(dir.path()).unwrap();
+        let reopened = SledStorage::reopen_path(dir.path()).unwrap();
         assert_eq!(reopened.last_snapshot(), snapshot(9, 3, 3 << 20));
     }
 
@@ -471,7 +497,7 @@ mod tests {
         drop(store);
         std::fs::remove_file(snapshot_file(&dir.path().join("raft-snapshots"), 5, 2)).unwrap();
         assert!(matches!(
-            SledStorage::open_path(dir.path()),
+            SledStorage::reopen_path(dir.path()),
             Err(Error::Corrupt { .. })
         ));
     }

@@ -158,7 +158,7 @@ proptest! {
                 // this test depend on timing.)
                 sled.sync().unwrap();
                 drop(sled);
-                sled = SledStorage::open_path(dir.path()).unwrap();
+                sled = SledStorage::reopen_path(dir.path()).unwrap();
             }
             prop_assert_eq!(observe(&mem), observe(&sled), "after {:?}", step);
         }
