@@ -205,9 +205,9 @@ pub struct TelemetryStore {
     /// The last database report and when it arrived.
     database: Option<(DatabaseReport, Duration)>,
     unreachable_peers: BTreeSet<NodeId>,
+    /// The merged map; each record in it carries when this store stored it
+    /// ([`HeldRecord::stored_at`], this store's `now`).
     map: TelemetryMap,
-    /// Exactly one entry per record in `map`.
-    meta: BTreeMap<NodeId, RecordMeta>,
     /// Exactly one entry per tombstone in `map`.
     tombstone_expires_at: BTreeMap<NodeId, Duration>,
     counters: TelemetryCounters,
@@ -250,7 +250,6 @@ impl TelemetryStore {
             database: None,
             unreachable_peers: BTreeSet::new(),
             map: TelemetryMap::new(),
-            meta: BTreeMap::new(),
             tombstone_expires_at: BTreeMap::new(),
             counters: TelemetryCounters::default(),
             refresh_at: now,
@@ -291,8 +290,11 @@ impl TelemetryStore {
     }
 
     /// Local bookkeeping about `node_id`'s record.
-    pub fn meta(&self, node_id: &NodeId) -> Option<&RecordMeta> {
-        self.meta.get(node_id)
+    pub fn meta(&self, node_id: &NodeId) -> Option<RecordMeta> {
+        self.map.held(node_id).map(|held| RecordMeta {
+            updated_at: held.stored_at(),
+            encoded_bytes: held.bytes().len(),
+        })
     }
 
     /// The version of the local record, if one was written.
@@ -306,9 +308,9 @@ impl TelemetryStore {
     /// Telemetry age of every node: how long since this agent last stored a
     /// newer version of its record. Ordered by node id.
     pub fn ages(&self, now: Duration) -> impl Iterator<Item = (&NodeId, Duration)> + '_ {
-        self.meta
-            .iter()
-            .map(move |(node_id, meta)| (node_id, now.saturating_sub(meta.updated_at)))
+        self.map
+            .held_records()
+            .map(move |held| (&held.record().node_id, now.saturating_sub(held.stored_at())))
     }
 
     /// Sets the latest host sample; it goes into the next refresh. Refused
@@ -410,7 +412,7 @@ impl TelemetryStore {
                 max_bytes: self.config.record_bytes_max,
             });
         }
-        let Ok(outcome) = self.map.merge_encoded(&encoded.as_ref(), |_| {
+        let Ok(outcome) = self.map.merge_encoded(&encoded.as_ref(), now, |_| {
             Ok::<_, std::convert::Infallible>(record)
         });
         assert!(
@@ -418,13 +420,6 @@ impl TelemetryStore {
             "a fresh local version always wins, got {outcome:?}"
         );
         self.sequence = sequence;
-        self.meta.insert(
-            self.node_id.clone(),
-            RecordMeta {
-                updated_at: now,
-                encoded_bytes,
-            },
-        );
         self.counters.local_versions += 1;
         self.published_at = Some(now);
         self.refresh_at = now + self.config.refresh_interval;
@@ -585,7 +580,7 @@ impl TelemetryStore {
         let version = incoming.version;
         let full = self.map.len() >= self.config.nodes_max;
         let nodes_max = self.config.nodes_max;
-        let merged = self.map.merge_encoded(incoming, |new_node| {
+        let merged = self.map.merge_encoded(incoming, now, |new_node| {
             if new_node && full {
                 return Err(TelemetryError::TooManyNodes {
                     node_id: node_id.to_string(),
@@ -618,16 +613,6 @@ impl TelemetryStore {
         match outcome {
             RecordMerge::Inserted | RecordMerge::Replaced | RecordMerge::TieBrokeIncoming => {
                 self.counters.versions_received += 1;
-                let meta = RecordMeta {
-                    updated_at: now,
-                    encoded_bytes,
-                };
-                match self.meta.get_mut(node_id) {
-                    Some(known) => *known = meta,
-                    None => {
-                        self.meta.insert(node_id.clone(), meta);
-                    }
-                }
             }
             RecordMerge::Duplicate | RecordMerge::Stale => self.counters.stale_received += 1,
             RecordMerge::TieBrokeKnown => {}
@@ -687,7 +672,6 @@ impl TelemetryStore {
             .map
             .merge_tombstone(&tombstone.node_id, tombstone.generation);
         if outcome.removed_record {
-            self.meta.remove(&tombstone.node_id);
             self.counters.records_removed += 1;
         }
         if outcome.raised {
@@ -1076,7 +1060,6 @@ impl TelemetryStore {
     }
 
     fn check_invariants(&self) {
-        debug_assert_eq!(self.meta.len(), self.map.len(), "one meta per record");
         debug_assert_eq!(
             self.tombstone_expires_at.len(),
             self.map.tombstones().len(),

@@ -43,12 +43,24 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crdts::{CvRDT, LWWReg};
 
 use super::record::{NodeRecord, Version};
 use super::wire::{EncodedRecord, RecordRef};
 use crate::{Generation, NodeId};
+
+/// Puts `new` in place of `bytes`: into the same allocation when no one
+/// else shares it and the length is the same (a node's records keep their
+/// size from one version to the next), so a replaced record costs no
+/// allocation for its bytes.
+fn replace_bytes(bytes: &mut Arc<[u8]>, new: &[u8]) {
+    match Arc::get_mut(bytes) {
+        Some(unshared) if unshared.len() == new.len() => unshared.copy_from_slice(new),
+        _ => *bytes = Arc::from(new),
+    }
+}
 
 /// What merging one record into the map did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,10 +132,17 @@ impl PartialEq for TelemetryMap {
 /// A record as the map holds it: decoded, and in its wire form. Equal to
 /// another exactly when the wire forms are equal (the bytes determine the
 /// record; `==` on decoded records cannot tell 0.0 from -0.0).
+///
+/// Beside the record it keeps this map's own bookkeeping, which takes no
+/// part in equality or merges: when it was stored and the journal's number
+/// for that change (kept here rather than in maps of their own, so a merge
+/// that stores a record costs one lookup, not three).
 #[derive(Clone, Debug)]
 pub struct HeldRecord {
     record: NodeRecord,
     bytes: Arc<[u8]>,
+    stored_at: Duration,
+    change: u64,
 }
 
 impl PartialEq for HeldRecord {
@@ -143,6 +162,12 @@ impl HeldRecord {
         &self.bytes
     }
 
+    /// When this map stored it, on the clock of whoever merged it (the
+    /// store's `now`; zero for [`TelemetryMap::merge_record`]).
+    pub fn stored_at(&self) -> Duration {
+        self.stored_at
+    }
+
     /// Its wire form, sharing the bytes.
     pub fn encoded(&self) -> EncodedRecord {
         EncodedRecord::from_parts(
@@ -157,7 +182,8 @@ impl HeldRecord {
 /// lets a reader that walks the map every second (the alert evaluator)
 /// look only at what changed since its last walk. One entry per node (its
 /// latest change), and the entry of a removed node goes when its tombstone
-/// is forgotten, so it holds at most one entry per record and tombstone.
+/// is forgotten, so it holds exactly one entry per record (its number in
+/// the record's [`HeldRecord`]) and per removal still remembered.
 #[derive(Clone, Debug, Default)]
 struct Journal {
     /// The sequence number of the latest change; 0 before any.
@@ -166,21 +192,26 @@ struct Journal {
     /// before it must walk the whole map.
     dropped_through: u64,
     by_change: BTreeMap<u64, NodeId>,
-    change_of: BTreeMap<NodeId, u64>,
+    /// The change number of each node whose latest change removed its
+    /// record (kept while its tombstone is).
+    removed: BTreeMap<NodeId, u64>,
 }
 
 impl Journal {
-    fn note(&mut self, node_id: &NodeId) {
-        self.last += 1;
-        if let Some(previous) = self.change_of.insert(node_id.clone(), self.last) {
-            self.by_change.remove(&previous);
+    /// Numbers a new change of `node_id`, replacing its entry for the
+    /// `previous` change, if any.
+    fn note(&mut self, node_id: &NodeId, previous: Option<u64>) -> u64 {
+        if let Some(previous) = previous {
+            let dropped = self.by_change.remove(&previous);
+            debug_assert_eq!(dropped.as_ref(), Some(node_id));
         }
+        self.last += 1;
         self.by_change.insert(self.last, node_id.clone());
-        debug_assert_eq!(self.by_change.len(), self.change_of.len());
+        self.last
     }
 
     fn forget(&mut self, node_id: &NodeId) {
-        if let Some(change) = self.change_of.remove(node_id) {
+        if let Some(change) = self.removed.remove(node_id) {
             self.by_change.remove(&change);
             self.dropped_through = self.dropped_through.max(change);
         }
@@ -259,10 +290,13 @@ impl TelemetryMap {
     }
 
     /// Merges one record (the CRDT's per-register join). The record is
-    /// assumed valid; the store validates before calling.
+    /// assumed valid; the store validates before calling. If stored, its
+    /// [`HeldRecord::stored_at`] is zero.
     pub fn merge_record(&mut self, record: NodeRecord) -> RecordMerge {
         let encoded = EncodedRecord::encode(&record);
-        let Ok(outcome) = self.merge_encoded(&encoded.as_ref(), |_| Ok::<_, Infallible>(record));
+        let Ok(outcome) = self.merge_encoded(&encoded.as_ref(), Duration::ZERO, |_| {
+            Ok::<_, Infallible>(record)
+        });
         outcome
     }
 
@@ -274,10 +308,12 @@ impl TelemetryMap {
     /// the node's first (so the caller can refuse new nodes at a limit). A
     /// stale record, a duplicate (same bytes) and a tombstoned one are
     /// settled without decoding, by one lookup. If `decode` fails the map
-    /// is unchanged and its error returned.
+    /// is unchanged and its error returned. A record stored is stamped
+    /// `now` ([`HeldRecord::stored_at`]).
     pub(crate) fn merge_encoded<E>(
         &mut self,
         incoming: &RecordRef<'_>,
+        now: Duration,
         decode: impl FnOnce(bool) -> Result<NodeRecord, E>,
     ) -> Result<RecordMerge, E> {
         let version = incoming.version;
@@ -288,23 +324,25 @@ impl TelemetryMap {
         {
             return Ok(RecordMerge::Tombstoned);
         }
-        let held = |record: NodeRecord| {
-            debug_assert!(record.node_id == incoming.node_id && record.version == version);
-            HeldRecord {
-                record,
-                bytes: Arc::from(incoming.bytes),
-            }
-        };
         let Some(register) = self.records.get_mut(&incoming.node_id) else {
-            let value = held(decode(true)?);
-            self.journal.note(&incoming.node_id);
+            let record = decode(true)?;
+            debug_assert!(record.node_id == incoming.node_id && record.version == version);
+            // A node whose latest change was its removal rejoins.
+            let previous = self.journal.removed.remove(&incoming.node_id);
+            let change = self.journal.note(&incoming.node_id, previous);
             self.records.insert(
                 incoming.node_id.clone(),
                 LWWReg {
-                    val: value,
+                    val: HeldRecord {
+                        record,
+                        bytes: Arc::from(incoming.bytes),
+                        stored_at: now,
+                        change,
+                    },
                     marker: version,
                 },
             );
+            self.check_journal();
             return Ok(RecordMerge::Inserted);
         };
         debug_assert_eq!(
@@ -312,31 +350,40 @@ impl TelemetryMap {
             "marker is the record's version"
         );
         let outcome = match version.cmp(&register.marker) {
-            Ordering::Less => RecordMerge::Stale,
-            Ordering::Greater => {
-                register.update(held(decode(false)?), version);
-                RecordMerge::Replaced
-            }
+            Ordering::Less => return Ok(RecordMerge::Stale),
+            Ordering::Greater => RecordMerge::Replaced,
             // Same marker: LWWReg would keep whichever it holds, which
             // depends on merge order when the values differ. Compare the
             // encodings instead: equal bytes are the same record; otherwise
             // the larger wins, everywhere.
             Ordering::Equal => match incoming.bytes.cmp(&register.val.bytes) {
-                Ordering::Equal => RecordMerge::Duplicate,
-                Ordering::Greater => {
-                    register.val = held(decode(false)?);
-                    RecordMerge::TieBrokeIncoming
-                }
+                Ordering::Equal => return Ok(RecordMerge::Duplicate),
+                Ordering::Greater => RecordMerge::TieBrokeIncoming,
                 Ordering::Less => {
                     decode(false)?;
-                    RecordMerge::TieBrokeKnown
+                    return Ok(RecordMerge::TieBrokeKnown);
                 }
             },
         };
-        if outcome.changed() {
-            self.journal.note(&incoming.node_id);
-        }
+        // The incoming record wins: what LWWReg::update does, in place.
+        let record = decode(false)?;
+        debug_assert!(record.node_id == incoming.node_id && record.version == version);
+        let held = &mut register.val;
+        held.record = record;
+        replace_bytes(&mut held.bytes, incoming.bytes);
+        held.stored_at = now;
+        held.change = self.journal.note(&incoming.node_id, Some(held.change));
+        register.marker = version;
+        self.check_journal();
         Ok(outcome)
+    }
+
+    fn check_journal(&self) {
+        debug_assert_eq!(
+            self.journal.by_change.len(),
+            self.records.len() + self.journal.removed.len(),
+            "one journal entry per record and per remembered removal"
+        );
     }
 
     /// Merges one tombstone: records of `node_id` with a generation at or
@@ -358,8 +405,10 @@ impl TelemetryMap {
             .get(node_id)
             .is_some_and(|register| register.marker.generation <= generation);
         if removed_record {
-            self.records.remove(node_id);
-            self.journal.note(node_id);
+            let removed = self.records.remove(node_id).expect("checked just above");
+            let change = self.journal.note(node_id, Some(removed.val.change));
+            self.journal.removed.insert(node_id.clone(), change);
+            self.check_journal();
         }
         debug_assert!(
             self.records
@@ -380,8 +429,9 @@ impl TelemetryMap {
             self.merge_tombstone(node_id, *generation);
         }
         for register in other.records.values() {
-            let Ok(_) = self.merge_encoded(&register.val.encoded().as_ref(), |_| {
-                Ok::<_, Infallible>(register.val.record.clone())
+            let held = &register.val;
+            let Ok(_) = self.merge_encoded(&held.encoded().as_ref(), held.stored_at, |_| {
+                Ok::<_, Infallible>(held.record.clone())
             });
         }
     }
@@ -397,6 +447,7 @@ impl TelemetryMap {
         if !self.records.contains_key(node_id) {
             self.journal.forget(node_id);
         }
+        self.check_journal();
         forgotten
     }
 }
@@ -475,6 +526,63 @@ mod tests {
                 "{held:?} {tombstone:?} {incoming:?}"
             );
         }
+    }
+
+    fn changed(map: &TelemetryMap, after: u64) -> Vec<&str> {
+        map.changed_since(after)
+            .expect("the journal can tell")
+            .map(NodeId::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn telemetry_journal_lists_each_changed_node_once_in_change_order() {
+        let mut map = TelemetryMap::new();
+        let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
+        map.merge_record(record("a", 1, 1, "x"));
+        map.merge_record(record("b", 1, 1, "x"));
+        let seen = map.last_change();
+        map.merge_record(record("a", 1, 2, "x"));
+        assert_eq!(map.merge_record(record("a", 1, 1, "x")), RecordMerge::Stale);
+        assert_eq!(changed(&map, 0), ["b", "a"]);
+        assert_eq!(changed(&map, seen), ["a"]);
+        // A removal is a change; forgetting its tombstone drops the entry,
+        // and a reader from before it must walk the whole map.
+        assert!(map.merge_tombstone(&b, Generation(1)).removed_record);
+        assert_eq!(changed(&map, seen), ["a", "b"]);
+        let removed_b = map.last_change();
+        map.forget_tombstone(&b);
+        assert!(map.changed_since(seen).is_none());
+        assert!(changed(&map, removed_b).is_empty());
+        // A node rejoining after its removal has one entry, the rejoin.
+        assert!(map.merge_tombstone(&a, Generation(1)).removed_record);
+        map.merge_record(record("a", 2, 1, "x"));
+        assert_eq!(changed(&map, removed_b), ["a"]);
+        assert_eq!(map.journal.by_change.len(), 1);
+    }
+
+    #[test]
+    fn telemetry_replaced_record_reuses_its_bytes_when_unshared() {
+        let mut map = TelemetryMap::new();
+        let a = NodeId::new("a").unwrap();
+        map.merge_record(record("a", 1, 1, "x"));
+        let before = map.held(&a).unwrap().bytes().as_ptr();
+        map.merge_record(record("a", 1, 2, "x"));
+        let held = map.held(&a).unwrap();
+        assert_eq!(
+            held.bytes(),
+            &crate::telemetry::wire::encode_record(held.record())[..]
+        );
+        assert_eq!(
+            held.bytes().as_ptr(),
+            before,
+            "same length, unshared: reused"
+        );
+        // Shared (a batch in flight holds it): a new allocation.
+        let in_flight = held.encoded();
+        map.merge_record(record("a", 1, 3, "x"));
+        assert_eq!(in_flight.version().sequence, Sequence(2));
+        assert_ne!(map.held(&a).unwrap().bytes(), in_flight.bytes());
     }
 
     #[test]
