@@ -72,9 +72,13 @@ pub struct TelemetryConfig {
     /// Most records in one anti-entropy batch. Default 512; at least 1.
     pub anti_entropy_records_max: usize,
 
-    /// Largest digest, bytes. A digest costs ≈ (node id + 12) bytes per node
-    /// and per tombstone; the default 1 MiB covers > 10,000 nodes. Also bounds
-    /// how large an incoming anti-entropy message may be, together with
+    /// Largest digest, bytes. A digest's record entries cost ≈ (node id +
+    /// 5) bytes per node (id length, generation and sequence are varints;
+    /// see [`super::digest`]) and a tombstone ≈ (node id + 12); the default
+    /// 1 MiB covers > 10,000 nodes. An agent whose own digest would exceed
+    /// it sends no anti-entropy request; an incoming digest whose entries
+    /// exceed it is refused (counted in `decode_errors`). Also bounds how
+    /// large an incoming anti-entropy message may be, together with
     /// `anti_entropy_bytes_max`. `1 KiB..=`[`ANTI_ENTROPY_BYTES_LIMIT`].
     pub digest_bytes_max: usize,
 

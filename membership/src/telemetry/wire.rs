@@ -6,8 +6,10 @@
 //! field names would double the size of a delta. Compatibility is by the
 //! envelope's `version`: a peer that sees a version it does not speak drops
 //! the message with [`TelemetryError::UnsupportedVersion`]. Every decoder
-//! checks the byte length against its limit *before* decoding, validates
-//! what it decoded, and never panics on arbitrary input.
+//! checks the byte length against its limit *before* decoding, checks the
+//! structure it decoded (a record's head, a digest's order) before anything
+//! is done with it, validates a record before it is stored, and never
+//! panics on arbitrary input.
 //!
 //! Wire format version 2, the shapes (`{name: value}` is how rmp-serde
 //! writes an enum variant, `bin` a MessagePack binary string):
