@@ -799,9 +799,10 @@ impl Membership {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         self.inbox.lock().expected_src = from.cloned();
-        let received = self.receive(packet);
-        let processed = received.as_ref().ok().cloned().flatten();
-        let received = received.map(|_| ());
+        let (received, processed) = match self.receive(packet) {
+            Ok(processed) => (Ok(()), processed),
+            Err(reason) => (Err(reason), None),
+        };
         let impersonation = {
             let mut inbox = self.inbox.lock();
             inbox.expected_src = None;

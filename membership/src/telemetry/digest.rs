@@ -209,17 +209,7 @@ impl DigestWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(name: &str) -> NodeId {
-        NodeId::new(name).unwrap()
-    }
-
-    fn version(generation: u64, sequence: u64) -> Version {
-        Version {
-            generation: Generation(generation),
-            sequence: Sequence(sequence),
-        }
-    }
+    use crate::telemetry::wire::tests::{id, version};
 
     fn written(entries: &[(&str, Version)]) -> Vec<u8> {
         let mut writer = DigestWriter::with_capacity(entries.len());

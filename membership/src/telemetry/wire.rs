@@ -875,7 +875,7 @@ fn value_len(bytes: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
@@ -884,11 +884,11 @@ mod tests {
         Sequence, ShardId, ShardReport, ShardRole,
     };
 
-    fn id(name: &str) -> NodeId {
+    pub(crate) fn id(name: &str) -> NodeId {
         NodeId::new(name).unwrap()
     }
 
-    fn version(generation: u64, sequence: u64) -> Version {
+    pub(crate) fn version(generation: u64, sequence: u64) -> Version {
         Version {
             generation: Generation(generation),
             sequence: Sequence(sequence),
