@@ -55,6 +55,11 @@ impl Metrics {
                 "shoal_swim_accusations_received_total",
                 stats.accusations_received,
             ),
+            (
+                "shoal_swim_accusations_answered_total",
+                stats.accusations_answered,
+            ),
+            ("shoal_swim_suspects_asked_total", stats.suspects_asked),
             ("shoal_swim_timers_late_total", stats.timers_late),
             ("shoal_swim_self_suspected_total", stats.self_suspected),
             (

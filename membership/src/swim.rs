@@ -8,7 +8,7 @@
 //! simulator) owns sockets and clocks; this file owns every timer, so timers
 //! are delivered in order and stale ones do nothing.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
@@ -353,6 +353,12 @@ pub struct Stats {
     pub suspicions_expired: u64,
     /// Accusations received from other members.
     pub accusations_received: u64,
+    /// Members this node learned were suspect, without timing the
+    /// suspicion itself, that it asked directly whether they live.
+    pub suspects_asked: u64,
+    /// Accusations of this very node answered with a direct message to the
+    /// accuser (which carries this node's current incarnation).
+    pub accusations_answered: u64,
     /// Timers delivered later than `timer_late_threshold`.
     pub timers_late: u64,
     /// Times another member said this node was suspect.
@@ -1327,13 +1333,7 @@ impl Membership {
             }
         };
         let Some(payload) = reply else { return };
-        let addr = self.active_addr(from).or_else(|| {
-            self.foca
-                .iter_membership_state()
-                .find(|member| member.id().node_id == *from)
-                .map(|member| member.id().addr)
-        });
-        if let Some(addr) = addr {
+        if let Some(addr) = self.known_addr(from) {
             self.queue_stream(StreamOut {
                 node_id: from.clone(),
                 addr,
@@ -1419,10 +1419,22 @@ impl Membership {
         // Longer than any suspicion this node times itself without stretch.
         let stale_after = self.config.suspect_timeout_max + self.config.suspect_timeout_min;
         for suspect in suspects {
-            let since = *self
-                .suspect_since
-                .entry(suspect.node_id.clone())
-                .or_insert(now);
+            let since = match self.suspect_since.entry(suspect.node_id.clone()) {
+                btree_map::Entry::Occupied(entry) => *entry.get(),
+                btree_map::Entry::Vacant(entry) => {
+                    entry.insert(now);
+                    // Ask the suspect itself before anyone settles it: a
+                    // live one answers (its reply carries its incarnation,
+                    // or the identity it rejoined under) and ends the
+                    // suspicion. An observer that was stalled while the
+                    // refutation spread has no other way to hear it.
+                    if !self.suspicions.contains_key(&suspect.node_id) {
+                        self.stats.suspects_asked += 1;
+                        self.announce_to(suspect.node_id.clone(), suspect.addr);
+                    }
+                    now
+                }
+            };
             if now.saturating_sub(since) < stale_after
                 || self.suspicions.contains_key(&suspect.node_id)
             {
@@ -1557,6 +1569,10 @@ impl Membership {
             if accusation.accuser == self.identity().node_id {
                 continue;
             }
+            if accusation.target == self.identity().node_id {
+                self.answer_accusation(&accusation);
+                continue;
+            }
             self.stats.accusations_received += 1;
             let key = (
                 accusation.target.clone(),
@@ -1580,6 +1596,45 @@ impl Membership {
                 );
             }
         }
+    }
+
+    /// Another member suspects this node: refute and tell it directly.
+    ///
+    /// The accusation travels apart from foca's own "suspect" update, which
+    /// may be lost; so a suspicion of this node's current incarnation is
+    /// handed to foca here, and foca refutes it (a higher incarnation). Then
+    /// an announce goes to the accuser: every datagram's header carries the
+    /// sender's identity and incarnation, so it sets the accuser straight at
+    /// once, even when its suspicion is of an incarnation (or a rejoin) this
+    /// node has long refuted. Gossip alone cannot do that: the refutation is
+    /// old news the others have stopped repeating, and an accuser that was
+    /// itself stalled while it spread would time its stale suspicion out
+    /// and declare this live node down.
+    fn answer_accusation(&mut self, accusation: &Accusation) {
+        let me = self.identity().clone();
+        if accusation.target_generation == me.generation && accusation.target_rejoin == me.rejoin {
+            let suspected = Member::new(me, accusation.incarnation, State::Suspect);
+            if let Err(error) =
+                self.foca
+                    .apply_many(std::iter::once(suspected), true, &mut self.runtime)
+            {
+                tracing::debug!(%error, "refute an accusation");
+            }
+        }
+        if let Some(addr) = self.known_addr(&accusation.accuser) {
+            self.stats.accusations_answered += 1;
+            self.announce_to(accusation.accuser.clone(), addr);
+        }
+    }
+
+    /// Where `node_id` listens, if foca knows it (in any state).
+    fn known_addr(&self, node_id: &NodeId) -> Option<SocketAddr> {
+        self.active_addr(node_id).or_else(|| {
+            self.foca
+                .iter_membership_state()
+                .find(|member| member.id().node_id == *node_id)
+                .map(|member| member.id().addr)
+        })
     }
 
     /// Moves foca's sends, timers and notifications into our queues.
@@ -1914,6 +1969,168 @@ mod tests {
         assert!(
             left_out > 500,
             "the filter left out only {left_out} updates"
+        );
+    }
+
+    /// A datagram from `src` to `dst`: `message`, `updates`, then
+    /// `accusations` as custom broadcasts (foca's framing).
+    fn packet(
+        src: &Identity,
+        src_incarnation: Incarnation,
+        dst: &Identity,
+        message: Message<Identity>,
+        updates: &[Member<Identity>],
+        accusations: &[Accusation],
+    ) -> Vec<u8> {
+        let header = Header {
+            src: src.clone(),
+            src_incarnation,
+            dst: dst.clone(),
+            message,
+        };
+        let mut payload = Vec::new();
+        MsgpackCodec.encode_header(&header, &mut payload).unwrap();
+        payload.extend_from_slice(&(updates.len() as u16).to_be_bytes());
+        for update in updates {
+            MsgpackCodec.encode_member(update, &mut payload).unwrap();
+        }
+        for accusation in accusations {
+            let mut item = vec![BROADCAST_ACCUSATION];
+            rmp_serde::encode::write(&mut item, accusation).unwrap();
+            payload.extend_from_slice(&(item.len() as u16).to_be_bytes());
+            payload.extend_from_slice(&item);
+        }
+        Envelope::new("test").wrap(&payload)
+    }
+
+    /// The headers of the datagrams `membership` sends to `to`.
+    fn sent_to(membership: &mut Membership, to: &Identity) -> Vec<Header<Identity>> {
+        let mut headers = Vec::new();
+        while let Some(transmit) = membership.poll_transmit() {
+            if transmit.addr == to.addr {
+                let payload = Envelope::new("test").open(&transmit.payload).unwrap();
+                headers.push(MsgpackCodec.decode_header(&mut &payload[..]).unwrap());
+            }
+        }
+        headers
+    }
+
+    fn accusation(target: &Identity, incarnation: Incarnation, accuser: &Identity) -> Accusation {
+        Accusation {
+            target: target.node_id.clone(),
+            target_generation: target.generation,
+            target_rejoin: target.rejoin,
+            incarnation,
+            accuser: accuser.node_id.clone(),
+        }
+    }
+
+    /// An accused member refutes at once, even when foca's own "suspect"
+    /// update was lost, and tells the accuser directly (an announce, whose
+    /// header carries the new incarnation); a stale accusation is answered
+    /// without a new refutation, and a repeated one is not answered again.
+    #[test]
+    fn an_accusation_is_refuted_and_answered_to_the_accuser() {
+        let me = identity(0, 1, 0);
+        let (first, second) = (identity(1, 1, 0), identity(2, 1, 0));
+        let mut membership =
+            Membership::new(me.clone(), MembershipConfig::new("test"), 1, Duration::ZERO).unwrap();
+        let mut now = Duration::from_millis(10);
+        for peer in [&first, &second] {
+            membership.handle_datagram(now, None, &packet(peer, 0, &me, Message::Gossip, &[], &[]));
+        }
+        sent_to(&mut membership, &first);
+        assert_eq!(
+            membership.lookup(&first.node_id).unwrap().1,
+            MemberState::Alive
+        );
+
+        now += Duration::from_millis(10);
+        let current = accusation(&me, 0, &first);
+        let from_first = packet(&first, 0, &me, Message::Gossip, &[], &[current]);
+        membership.handle_datagram(now, None, &from_first);
+        let answers = sent_to(&mut membership, &first);
+        assert!(
+            answers
+                .iter()
+                .any(|header| header.message == Message::Announce && header.src_incarnation == 1),
+            "no refuting announce to the accuser: {answers:?}"
+        );
+        assert_eq!(membership.stats().accusations_answered, 1);
+
+        // The same accusation again: already answered.
+        now += Duration::from_millis(10);
+        membership.handle_datagram(now, None, &from_first);
+        assert_eq!(membership.stats().accusations_answered, 1);
+
+        // A stale accusation (incarnation 0 was refuted): answered with the
+        // current incarnation, no new refutation.
+        now += Duration::from_millis(10);
+        let stale = accusation(&me, 0, &second);
+        membership.handle_datagram(
+            now,
+            None,
+            &packet(&first, 0, &me, Message::Gossip, &[], &[stale]),
+        );
+        let answers = sent_to(&mut membership, &second);
+        assert!(
+            answers
+                .iter()
+                .any(|header| header.message == Message::Announce && header.src_incarnation == 1),
+            "no announce to the stale accuser: {answers:?}"
+        );
+        assert_eq!(membership.stats().accusations_answered, 2);
+    }
+
+    /// A member this node heard is suspect, but does not time itself, is
+    /// asked directly whether it lives before anyone settles it; its answer
+    /// (a newer incarnation) ends the suspicion.
+    #[test]
+    fn a_suspect_heard_of_by_gossip_is_asked_directly() {
+        let config = MembershipConfig::new("test");
+        let me = identity(0, 1, 0);
+        let (suspect, gossiper) = (identity(1, 1, 0), identity(2, 1, 0));
+        let mut membership =
+            Membership::new(me.clone(), config.clone(), 1, Duration::ZERO).unwrap();
+        let mut now = Duration::from_millis(10);
+        for peer in [&suspect, &gossiper] {
+            membership.handle_datagram(now, None, &packet(peer, 0, &me, Message::Gossip, &[], &[]));
+        }
+        now += Duration::from_millis(10);
+        let suspected = Member::new(suspect.clone(), 0, State::Suspect);
+        membership.handle_datagram(
+            now,
+            None,
+            &packet(&gossiper, 0, &me, Message::Gossip, &[suspected], &[]),
+        );
+        assert_eq!(
+            membership.lookup(&suspect.node_id).unwrap().1,
+            MemberState::Suspect
+        );
+        sent_to(&mut membership, &suspect);
+
+        // The next prune asks the suspect.
+        now += config.suspect_timeout_max;
+        membership.handle_timeout(now);
+        let asked = sent_to(&mut membership, &suspect);
+        assert!(
+            asked
+                .iter()
+                .any(|header| header.message == Message::Announce),
+            "the suspect was not asked: {asked:?}"
+        );
+        assert_eq!(membership.stats().suspects_asked, 1);
+
+        // Its answer refutes the suspicion.
+        now += Duration::from_millis(10);
+        membership.handle_datagram(
+            now,
+            None,
+            &packet(&suspect, 1, &me, Message::Feed, &[], &[]),
+        );
+        assert_eq!(
+            membership.lookup(&suspect.node_id).unwrap().1,
+            MemberState::Alive
         );
     }
 }
