@@ -273,8 +273,9 @@ pub struct NodeCore<S: LogStore> {
     /// Nodes whose removal from the catalog was already turned into a
     /// telemetry tombstone here.
     telemetry_removed: BTreeSet<(shoal_consensus::NodeId, shoal_consensus::Generation)>,
-    /// The catalog version `telemetry_removed` was last brought up to date
-    /// with (walking every node each second costs O(n) per agent).
+    /// The catalog's `nodes_changed_at` when `telemetry_removed` was last
+    /// brought up to date (walking every node costs O(n) per agent, and the
+    /// catalog changes far more often than its nodes do).
     telemetry_removed_at: Option<CatalogIndex>,
     stats: CoreStats,
     now: Duration,
@@ -517,7 +518,7 @@ impl<S: LogStore> NodeCore<S> {
 
     /// Nodes the catalog marks `Removed` lose their telemetry everywhere.
     fn forget_removed_telemetry(&mut self, now: Duration) {
-        let index = self.catalog().applied_index();
+        let index = self.catalog().nodes_changed_at();
         if self.telemetry_removed_at == Some(index) {
             return;
         }

@@ -294,6 +294,38 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether applying this op (when it succeeds) may change a node record.
+    pub fn changes_nodes(&self) -> bool {
+        match self {
+            Op::RegisterNode { .. }
+            | Op::SetNodeLabels { .. }
+            | Op::SetNodeRole { .. }
+            | Op::SetNodeStatus { .. }
+            | Op::SetNodeCapacity { .. }
+            | Op::Restore { .. } => true,
+            Op::CreateTable { .. }
+            | Op::DropTable { .. }
+            | Op::AddSchemaVersion { .. }
+            | Op::SetSchemaVersion { .. }
+            | Op::CreateShard { .. }
+            | Op::AddReplica { .. }
+            | Op::PromoteReplica { .. }
+            | Op::RemoveReplica { .. }
+            | Op::SetPrimary { .. }
+            | Op::SetShardStatus { .. }
+            | Op::SplitShard { .. }
+            | Op::MergeShards { .. }
+            | Op::BeginOperation { .. }
+            | Op::AdvanceOperation { .. }
+            | Op::FinishOperation { .. }
+            | Op::SetConfig { .. }
+            | Op::RollbackConfig { .. }
+            | Op::BootstrapAcl { .. }
+            | Op::CreateToken { .. }
+            | Op::RevokeToken { .. } => false,
+        }
+    }
+
     /// The operation's name, as in its JSON tag and the audit trail.
     pub fn name(&self) -> &'static str {
         match self {

@@ -211,6 +211,10 @@ pub struct Catalog {
     request_order: BTreeMap<CatalogIndex, RequestId>,
     #[serde(default)]
     audit: VecDeque<AuditRecord>,
+    /// The index of the last entry that changed a node record (see
+    /// [`Catalog::nodes_changed_at`]).
+    #[serde(default)]
+    nodes_changed_at: CatalogIndex,
 }
 
 /// One applied command, as reported to the proposer.
@@ -260,6 +264,7 @@ impl Catalog {
             requests: BTreeMap::new(),
             request_order: BTreeMap::new(),
             audit: VecDeque::new(),
+            nodes_changed_at: CatalogIndex(0),
         }
     }
 
@@ -285,6 +290,14 @@ impl Catalog {
     /// The Raft index of the last applied entry: the catalog's version.
     pub fn applied_index(&self) -> CatalogIndex {
         self.applied_index
+    }
+
+    /// The index of the last applied entry that changed a node record: while
+    /// it stays the same, so does [`CatalogState::nodes`], and callers that
+    /// scan every node (at every catalog change, on every agent) can skip the
+    /// scan. A catalog decoded from a snapshot of an older format says 0.
+    pub fn nodes_changed_at(&self) -> CatalogIndex {
+        self.nodes_changed_at
     }
 
     /// The Raft term of the last applied entry.
@@ -472,6 +485,9 @@ impl Catalog {
             });
         }
         let result = apply::apply_op(&mut self.state, index, &command);
+        if result.is_ok() && command.op.changes_nodes() {
+            self.nodes_changed_at = index;
+        }
         self.record_audit(index, &command, &result);
         self.remember(index, command.request_id, op_sha256, result.clone());
         result

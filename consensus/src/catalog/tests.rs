@@ -737,6 +737,15 @@ proptest! {
             if result.is_err() {
                 prop_assert_eq!(&state_before, driver.catalog.state(), "a rejection changed state");
             }
+            // Callers skip scanning the nodes while nodes_changed_at stays.
+            if driver.catalog.state().nodes != state_before.nodes {
+                prop_assert_eq!(
+                    driver.catalog.nodes_changed_at(),
+                    driver.catalog.applied_index(),
+                    "{:?} changed the nodes without saying so",
+                    op
+                );
+            }
             model.apply(op);
             prop_assert!(model.matches(driver.catalog.state()), "diverged after {:?}: {:?}", op, model);
         }
