@@ -4,8 +4,10 @@
 //! agent's record stops changing and ages.
 //!
 //! Every test runs its own cluster (see `shoal_tests`) with a short record
-//! refresh and a short `for_at_least` on the replication-lag rule, so the
-//! waits are short; nothing asserts how long anything takes.
+//! refresh, a short heartbeat (a live agent writes a new record version at
+//! least every 2 s even when its host metrics hold still, which the dead
+//! agent test relies on) and a short `for_at_least` on the replication-lag
+//! rule, so the waits are short; nothing asserts how long anything takes.
 //!
 //! A removed node's record being forgotten is checked through the API
 //! (`shoal node remove`); how long its tombstone keeps the record from
@@ -19,6 +21,7 @@ use shoal_tests::{Cluster, TIMEOUT, wait_until};
 const CONFIG: &str = r#"
 [telemetry]
 refresh_interval = "500ms"
+heartbeat_interval = "2s"
 [alerts.replication_lag]
 lag_ms_max = 5000
 for_at_least = "2s"
@@ -361,7 +364,7 @@ fn a_dead_agents_record_stops_changing_and_ages() {
         .map(|observer| version(&record_of(&cluster, observer, "node-1").unwrap()))
         .collect();
     // Wait until every observer saw node-1 publish 4 more records: node-4
-    // would have published as many had it lived.
+    // would have published as many had it lived (a heartbeat every 2 s).
     for (observer, live) in observers.iter().zip(&live) {
         wait_until(
             TIMEOUT,
