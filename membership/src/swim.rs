@@ -2017,6 +2017,17 @@ mod tests {
         headers
     }
 
+    /// `membership` sent `to` an announce carrying `incarnation`.
+    fn assert_announced(membership: &mut Membership, to: &Identity, incarnation: Incarnation) {
+        let sent = sent_to(membership, to);
+        assert!(
+            sent.iter().any(|header| header.message == Message::Announce
+                && header.src_incarnation == incarnation),
+            "no announce at incarnation {incarnation} to {}: {sent:?}",
+            to.node_id
+        );
+    }
+
     fn accusation(target: &Identity, incarnation: Incarnation, accuser: &Identity) -> Accusation {
         Accusation {
             target: target.node_id.clone(),
@@ -2051,13 +2062,7 @@ mod tests {
         let current = accusation(&me, 0, &first);
         let from_first = packet(&first, 0, &me, Message::Gossip, &[], &[current]);
         membership.handle_datagram(now, None, &from_first);
-        let answers = sent_to(&mut membership, &first);
-        assert!(
-            answers
-                .iter()
-                .any(|header| header.message == Message::Announce && header.src_incarnation == 1),
-            "no refuting announce to the accuser: {answers:?}"
-        );
+        assert_announced(&mut membership, &first, 1);
         assert_eq!(membership.stats().accusations_answered, 1);
 
         // The same accusation again: already answered.
@@ -2074,13 +2079,7 @@ mod tests {
             None,
             &packet(&first, 0, &me, Message::Gossip, &[], &[stale]),
         );
-        let answers = sent_to(&mut membership, &second);
-        assert!(
-            answers
-                .iter()
-                .any(|header| header.message == Message::Announce && header.src_incarnation == 1),
-            "no announce to the stale accuser: {answers:?}"
-        );
+        assert_announced(&mut membership, &second, 1);
         assert_eq!(membership.stats().accusations_answered, 2);
     }
 
@@ -2114,13 +2113,7 @@ mod tests {
         // The next prune asks the suspect.
         now += config.suspect_timeout_max;
         membership.handle_timeout(now);
-        let asked = sent_to(&mut membership, &suspect);
-        assert!(
-            asked
-                .iter()
-                .any(|header| header.message == Message::Announce),
-            "the suspect was not asked: {asked:?}"
-        );
+        assert_announced(&mut membership, &suspect, 0);
         assert_eq!(membership.stats().suspects_asked, 1);
 
         // Its answer refutes the suspicion.
