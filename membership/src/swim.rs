@@ -606,6 +606,11 @@ pub struct Membership {
     timer_seq: u64,
     health: LocalHealth,
     suspicions: BTreeMap<NodeId, Suspicion>,
+    /// Members this node's own probes failed to reach (the identity's
+    /// generation and rejoin, and the incarnation probed), kept while that
+    /// incarnation stays suspect or down here: the unreachable peers its
+    /// telemetry reports.
+    probe_failures: BTreeMap<NodeId, (Generation, u32, Incarnation)>,
     /// Accusers heard of, by (suspect, generation, rejoin, incarnation).
     accusations: BTreeMap<(NodeId, Generation, u32, Incarnation), BTreeMap<NodeId, Duration>>,
     /// The probe in flight: target and probe number.
@@ -730,6 +735,7 @@ impl Membership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             suspicions: BTreeMap::new(),
+            probe_failures: BTreeMap::new(),
             accusations: BTreeMap::new(),
             probe: None,
             seeds: BTreeMap::new(),
@@ -1089,12 +1095,8 @@ impl Membership {
                 self.schedule(now + self.config.suspect_timeout_max, CoreTimer::Prune);
             }
             CoreTimer::Telemetry => {
-                let unreachable: Vec<NodeId> = self
-                    .foca
-                    .iter_membership_state()
-                    .filter(|member| member.state() != State::Alive)
-                    .map(|member| member.id().node_id.clone())
-                    .collect();
+                self.forget_refuted_probe_failures();
+                let unreachable: Vec<NodeId> = self.probe_failures.keys().cloned().collect();
                 let (actions, next) = self.with_telemetry_mut(|store| {
                     store.set_unreachable_peers(unreachable);
                     let actions = store.handle_timeout(now);
@@ -1160,6 +1162,27 @@ impl Membership {
     /// bytes instead of two whole tables. Incarnations are left out: this
     /// node cannot see the one others hold for it, and a newer incarnation
     /// that matters (a refuted suspicion) also changes the state.
+    /// Drops the probe failures whose member foca now holds alive, or under
+    /// another identity or incarnation (refuted, restarted, forgotten).
+    fn forget_refuted_probe_failures(&mut self) {
+        if self.probe_failures.is_empty() {
+            return;
+        }
+        let standing: BTreeSet<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|member| member.state() != State::Alive)
+            .filter(|member| {
+                let id = member.id();
+                self.probe_failures.get(&id.node_id)
+                    == Some(&(id.generation, id.rejoin, member.incarnation()))
+            })
+            .map(|member| member.id().node_id.clone())
+            .collect();
+        self.probe_failures
+            .retain(|node_id, _| standing.contains(node_id));
+    }
+
     fn members_summary(&self) -> u64 {
         fn row(identity: &Identity, state: State) -> u64 {
             let mut hasher = fnv::FnvHasher::default();
@@ -1685,7 +1708,7 @@ impl Membership {
                 incarnation,
                 token,
             } if lifeguard => {
-                self.stats.suspicions += 1;
+                self.probe_failed(&member_id, incarnation);
                 let accusation = Accusation {
                     target: member_id.node_id.clone(),
                     target_generation: member_id.generation,
@@ -1709,12 +1732,26 @@ impl Membership {
                     tracing::debug!(%error, "accusation broadcast");
                 }
             }
-            Timer::ChangeSuspectToDown { .. } => {
-                self.stats.suspicions += 1;
+            Timer::ChangeSuspectToDown {
+                ref member_id,
+                incarnation,
+                ..
+            } => {
+                self.probe_failed(member_id, incarnation);
                 self.schedule(now + after, CoreTimer::Foca(timer));
             }
             timer => self.schedule(now + after, CoreTimer::Foca(timer)),
         }
+    }
+
+    /// foca's probe of `member` (at `incarnation`) failed, directly and
+    /// through every indirect prober: this node raises a suspicion.
+    fn probe_failed(&mut self, member: &Identity, incarnation: Incarnation) {
+        self.stats.suspicions += 1;
+        self.probe_failures.insert(
+            member.node_id.clone(),
+            (member.generation, member.rejoin, incarnation),
+        );
     }
 
     fn notify(&mut self, now: Duration, notification: OwnedNotification<Identity>) {

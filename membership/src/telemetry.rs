@@ -334,8 +334,9 @@ impl TelemetryStore {
         Ok(())
     }
 
-    /// Sets the peers this agent currently finds unreachable (from its SWIM
-    /// view); it goes into the next refresh. The node itself is ignored.
+    /// Sets the peers this agent currently finds unreachable (its own failed
+    /// probes, as the membership core tracks them); it goes into the next
+    /// refresh. The node itself is ignored.
     pub fn set_unreachable_peers(&mut self, peers: impl IntoIterator<Item = NodeId>) {
         self.unreachable_peers = peers
             .into_iter()

@@ -553,3 +553,59 @@ fn push_pull_swaps_whole_tables_only_when_summaries_differ() {
     assert_eq!(core.stats().streams_dropped, dropped_later + 1);
     assert!(core.poll_stream().is_none());
 }
+
+/// An agent's telemetry lists as unreachable only the peers its own probes
+/// failed to reach — independent evidence for the controllers, and a record
+/// that changes at a few agents, not at all of them, when a node dies. A
+/// crashed node is listed by some agent; not by one that joined after the
+/// crash (it only heard the verdict); and by none once it restarts.
+#[test]
+fn telemetry_lists_only_peers_this_agent_failed_to_reach() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(6, &config, 41);
+    assert!(net.run_until_true(Duration::from_secs(10), |net| {
+        (0..6).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    let n3 = identity(3, 1).node_id;
+    let lists_n3 = |net: &Net, observer: usize| {
+        let me = identity(observer, 1).node_id;
+        net.nodes[&addr(observer)].with_telemetry(|store| {
+            store
+                .record(&me)
+                .is_some_and(|record| record.unreachable_peers.contains(&n3))
+        })
+    };
+    net.down.insert(addr(3));
+    assert!(net.run_until_true(Duration::from_secs(30), |net| {
+        net.all_see(3, MemberState::Down, Some(1))
+    }));
+    assert!(
+        net.run_until_true(Duration::from_secs(10), |net| {
+            [0, 1, 2, 4, 5].iter().any(|&o| lists_n3(net, o))
+        }),
+        "no agent reports the crashed node unreachable"
+    );
+
+    net.start(6, 1, &config, 41);
+    assert!(net.run_until_true(Duration::from_secs(30), |net| {
+        net.view(addr(6)).get("n3") == Some(&(MemberState::Down, 1))
+    }));
+    // Several refreshes later, the newcomer still does not list it.
+    net.run_until(net.now + Duration::from_secs(10));
+    assert!(net.nodes[&addr(6)].with_telemetry(|store| {
+        store
+            .record(&identity(6, 1).node_id)
+            .is_some_and(|record| record.unreachable_peers.is_empty())
+    }));
+
+    net.start(3, 2, &config, 43);
+    assert!(net.run_until_true(Duration::from_secs(10), |net| {
+        net.all_see(3, MemberState::Alive, Some(2))
+    }));
+    assert!(
+        net.run_until_true(Duration::from_secs(10), |net| {
+            [0, 1, 2, 4, 5, 6].iter().all(|&o| !lists_n3(net, o))
+        }),
+        "a restarted node is still reported unreachable"
+    );
+}

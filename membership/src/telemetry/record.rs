@@ -314,8 +314,10 @@ pub struct NodeRecord {
     pub host: Option<HostMetrics>,
     /// The latest database report, `None` until the database first reported.
     pub database: Option<DatabaseSnapshot>,
-    /// Peers this agent currently finds unreachable (evidence for the
-    /// controllers' dead-node verdict), at most [`UNREACHABLE_PEERS_MAX`],
+    /// Peers this agent currently finds unreachable: its own probe of them
+    /// failed and it has not seen that identity alive since (independent
+    /// evidence for the controllers' dead-node verdict; a verdict merely
+    /// heard by gossip is not listed). At most [`UNREACHABLE_PEERS_MAX`],
     /// lowest names first.
     pub unreachable_peers: BTreeSet<NodeId>,
     /// How many peers this agent finds unreachable, including any cut from
