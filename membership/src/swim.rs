@@ -93,8 +93,12 @@ pub struct MembershipConfig {
     /// Members gossiped to each period. Default 3.
     pub gossip_fanout: usize,
     /// Times each update is sent before it is dropped from the backlog.
-    /// Default 10 (about `4 * log10(n + 1)` for n = 300).
-    pub max_transmissions: u8,
+    /// `None` (default): it grows with the cluster, 4 × the number of
+    /// decimal digits of the active member count `n` (this node included),
+    /// i.e. `4 * ceil(log10(n + 1))` as in memberlist: 4 below 10 members,
+    /// 8 to 99, 12 to 999, 16 to 9,999. A node then misses an update with
+    /// a chance of about `e^-transmissions` whatever the size. `Some(k)`: always `k`.
+    pub max_transmissions: Option<u8>,
     /// How often the full member list is exchanged with a random member.
     /// Default 30 s.
     pub announce_period: Duration,
@@ -136,7 +140,7 @@ impl MembershipConfig {
             timer_late_threshold: Duration::from_millis(200),
             gossip_period: Duration::from_millis(200),
             gossip_fanout: 3,
-            max_transmissions: 10,
+            max_transmissions: None,
             announce_period: Duration::from_secs(30),
             announce_down_period: Duration::from_secs(10),
             seed_announce_period: Duration::from_secs(10),
@@ -158,7 +162,7 @@ impl MembershipConfig {
             suspect_timeout_min: lan.suspect_to_down_after,
             suspect_timeout_max: lan.suspect_to_down_after,
             lifeguard: false,
-            max_transmissions: lan.max_transmissions.get(),
+            max_transmissions: Some(lan.max_transmissions.get()),
             ..Self::new(cluster_name)
         }
     }
@@ -196,7 +200,7 @@ impl MembershipConfig {
         if self.gossip_period.is_zero() || self.gossip_fanout == 0 {
             return bad("gossip_period", "period and fanout must be positive".into());
         }
-        if self.max_transmissions == 0 {
+        if self.max_transmissions == Some(0) {
             return bad("max_transmissions", "must be at least 1".into());
         }
         for (field, period) in [
@@ -219,13 +223,23 @@ impl MembershipConfig {
         Ok(())
     }
 
-    fn foca_config(&self, envelope_len: usize) -> foca::Config {
+    /// Times each update is sent in a cluster of `members` active members
+    /// (this node included); see [`Self::max_transmissions`].
+    pub fn transmissions(&self, members: usize) -> NonZeroU8 {
+        let count = self.max_transmissions.unwrap_or_else(|| {
+            let digits = members.max(1).ilog10() + 1;
+            u8::try_from(4 * digits).unwrap_or(u8::MAX)
+        });
+        NonZeroU8::new(count).expect("validated")
+    }
+
+    fn foca_config(&self, envelope_len: usize, members: usize) -> foca::Config {
         let nonzero = |n: usize| NonZeroUsize::new(n).expect("validated positive");
         foca::Config {
             probe_period: self.probe_period,
             probe_rtt: self.probe_timeout,
             num_indirect_probes: nonzero(self.indirect_probes),
-            max_transmissions: NonZeroU8::new(self.max_transmissions).expect("validated"),
+            max_transmissions: self.transmissions(members),
             // With Lifeguard our runtime replaces this timeout per suspicion.
             suspect_to_down_after: self.suspect_timeout_min,
             remove_down_after: Some(self.remove_down_after),
@@ -611,6 +625,8 @@ pub struct Membership {
     /// incarnation stays suspect or down here: the unreachable peers its
     /// telemetry reports.
     probe_failures: BTreeMap<NodeId, (Generation, u32, Incarnation)>,
+    /// The transmission count foca was last given.
+    transmissions: NonZeroU8,
     /// Accusers heard of, by (suspect, generation, rejoin, incarnation).
     accusations: BTreeMap<(NodeId, Generation, u32, Incarnation), BTreeMap<NodeId, Duration>>,
     /// The probe in flight: target and probe number.
@@ -718,9 +734,10 @@ impl Membership {
             inner: MsgpackCodec,
             inbox: inbox.clone(),
         };
+        let transmissions = config.transmissions(1);
         let foca = Foca::with_custom_broadcast(
             identity,
-            config.foca_config(envelope.len()),
+            config.foca_config(envelope.len(), 1),
             ChaCha8Rng::seed_from_u64(rng_seed),
             codec,
             inbox.clone(),
@@ -736,6 +753,7 @@ impl Membership {
             timer_seq: 0,
             suspicions: BTreeMap::new(),
             probe_failures: BTreeMap::new(),
+            transmissions,
             accusations: BTreeMap::new(),
             probe: None,
             seeds: BTreeMap::new(),
@@ -1709,6 +1727,16 @@ impl Membership {
                 token,
             } if lifeguard => {
                 self.probe_failed(&member_id, incarnation);
+                // Probing a suspect again (it stays in the probe rotation)
+                // and failing again is the same suspicion: it keeps its start,
+                // or repeated failures would push its end back for ever.
+                if let Some(suspicion) = self.suspicions.get_mut(&member_id.node_id)
+                    && suspicion.member == member_id
+                    && suspicion.incarnation == incarnation
+                {
+                    suspicion.token = token;
+                    return;
+                }
                 let accusation = Accusation {
                     target: member_id.node_id.clone(),
                     target_generation: member_id.generation,
@@ -1758,11 +1786,13 @@ impl Membership {
         let event = match notification {
             OwnedNotification::MemberUp(identity) => {
                 self.index_active(&identity);
+                self.fit_transmissions();
                 Event::MemberUp(identity)
             }
             OwnedNotification::MemberDown(identity) => {
                 self.suspicions.remove(&identity.node_id);
                 self.unindex_active(&identity.node_id);
+                self.fit_transmissions();
                 Event::MemberDown(identity)
             }
             OwnedNotification::Rename(old, new) => {
@@ -1834,6 +1864,20 @@ impl Membership {
 }
 
 impl Membership {
+    /// Hands foca the transmission count for the current cluster size when
+    /// it changes (a different number of decimal digits).
+    fn fit_transmissions(&mut self) {
+        let members = self.active.len() + 1;
+        let wanted = self.config.transmissions(members);
+        if wanted != self.transmissions {
+            self.transmissions = wanted;
+            let config = self.config.foca_config(self.envelope.len(), members);
+            self.foca
+                .set_config(config)
+                .expect("only the transmission count changes");
+        }
+    }
+
     fn index_active(&mut self, identity: &Identity) {
         self.unindex_active(&identity.node_id);
         self.active

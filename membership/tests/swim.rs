@@ -261,6 +261,29 @@ fn a_crashed_node_is_declared_down_and_its_restart_wins() {
     }
 }
 
+/// In a small cluster a node probes a suspect again (suspects stay in the
+/// probe rotation) well before its suspicion runs out; failing again must
+/// not restart the suspicion, or a crashed node is never declared down.
+#[test]
+fn a_crash_in_a_three_node_cluster_is_declared_down() {
+    let config = MembershipConfig::new("test");
+    let mut net = Net::new(3, &config, 5);
+    assert!(net.run_until_true(Duration::from_secs(10), |net| {
+        (0..3).all(|node| net.all_see(node, MemberState::Alive, None))
+    }));
+    net.down.insert(addr(2));
+    assert!(
+        net.run_until_true(Duration::from_secs(20), |net| net.all_see(
+            2,
+            MemberState::Down,
+            Some(1)
+        )),
+        "views: {:?} {:?}",
+        net.view(addr(0)),
+        net.view(addr(1))
+    );
+}
+
 #[test]
 fn same_seed_same_history_other_seed_other_history() {
     let config = MembershipConfig::new("test");
@@ -395,6 +418,29 @@ fn config_errors_name_the_field() {
     assert_eq!(config.validate().unwrap_err().field, "probe_timeout");
     let config = MembershipConfig::new("");
     assert_eq!(config.validate().unwrap_err().field, "cluster_name");
+    let config = MembershipConfig {
+        max_transmissions: Some(0),
+        ..MembershipConfig::new("t")
+    };
+    assert_eq!(config.validate().unwrap_err().field, "max_transmissions");
+}
+
+/// Updates are sent 4 times per decimal digit of the cluster size (so a
+/// member misses one with about the same small chance at any size), unless
+/// the count is fixed.
+#[test]
+fn transmissions_grow_with_the_digits_of_the_cluster_size() {
+    let config = MembershipConfig::new("t");
+    let counts: Vec<u8> = [1, 9, 10, 99, 100, 999, 1_000, 9_999, 10_000]
+        .iter()
+        .map(|&n| config.transmissions(n).get())
+        .collect();
+    assert_eq!(counts, [4, 4, 8, 8, 12, 12, 16, 16, 20]);
+    let fixed = MembershipConfig {
+        max_transmissions: Some(7),
+        ..config
+    };
+    assert_eq!(fixed.transmissions(1_000).get(), 7);
 }
 
 #[test]

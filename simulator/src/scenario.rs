@@ -190,11 +190,13 @@ impl MembershipSpec {
             suspect_timeout_max,
             gossip_period,
             gossip_fanout,
-            max_transmissions,
             indirect_probes,
             lifeguard,
             announce_down_period
         );
+        if self.max_transmissions.is_some() {
+            config.max_transmissions = self.max_transmissions;
+        }
         config.validate()?;
         Ok(config)
     }
