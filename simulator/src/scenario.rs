@@ -149,6 +149,9 @@ pub struct MembershipSpec {
     /// See [`MembershipConfig::suspect_timeout_max`].
     #[serde(default, with = "humantime_serde")]
     pub suspect_timeout_max: Option<Duration>,
+    /// See [`MembershipConfig::confirmations_expected`].
+    #[serde(default)]
+    pub confirmations_expected: Option<u32>,
     /// See [`MembershipConfig::gossip_period`].
     #[serde(default, with = "humantime_serde")]
     pub gossip_period: Option<Duration>,
@@ -188,6 +191,7 @@ impl MembershipSpec {
             probe_timeout,
             suspect_timeout_min,
             suspect_timeout_max,
+            confirmations_expected,
             gossip_period,
             gossip_fanout,
             indirect_probes,
@@ -813,6 +817,20 @@ mod tests {
             (true, Duration::from_millis(500))
         );
         assert!(parse_offset("soon").is_err());
+    }
+
+    #[test]
+    fn membership_overrides_reach_the_config() {
+        let spec: MembershipSpec =
+            toml::from_str("confirmations_expected = 2\nmax_transmissions = 7\n").unwrap();
+        let config = spec.build("x", 50).unwrap();
+        assert_eq!(config.confirmations_expected, 2);
+        assert_eq!(config.max_transmissions, Some(7));
+        let config = MembershipSpec::default().build("x", 50).unwrap();
+        assert_eq!(config.confirmations_expected, 3);
+        assert_eq!(config.max_transmissions, None);
+        let zero: MembershipSpec = toml::from_str("max_transmissions = 0\n").unwrap();
+        assert!(zero.build("x", 50).is_err());
     }
 
     #[test]
