@@ -1194,13 +1194,6 @@ impl Membership {
         payload
     }
 
-    /// A summary of this node's member table for the periodic push-pull: the
-    /// sum of a hash of every row (who, which run, which state; this node
-    /// itself as alive). Two nodes with the same view have the same summary
-    /// whatever the order of their tables, so a settled cluster exchanges 9
-    /// bytes instead of two whole tables. Incarnations are left out: this
-    /// node cannot see the one others hold for it, and a newer incarnation
-    /// that matters (a refuted suspicion) also changes the state.
     /// Drops the probe failures whose member foca now holds alive, or under
     /// another identity or incarnation (refuted, restarted, forgotten).
     fn forget_refuted_probe_failures(&mut self) {
@@ -1222,6 +1215,13 @@ impl Membership {
             .retain(|node_id, _| standing.contains(node_id));
     }
 
+    /// A summary of this node's member table for the periodic push-pull: the
+    /// sum of a hash of every row (who, which run, which state; this node
+    /// itself as alive). Two nodes with the same view have the same summary
+    /// whatever the order of their tables, so a settled cluster exchanges 9
+    /// bytes instead of two whole tables. Incarnations are left out: this
+    /// node cannot see the one others hold for it, and a newer incarnation
+    /// that matters (a refuted suspicion) also changes the state.
     fn members_summary(&self) -> u64 {
         fn row(identity: &Identity, state: State) -> u64 {
             let mut hasher = fnv::FnvHasher::default();
