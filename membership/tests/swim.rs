@@ -189,6 +189,13 @@ impl Net {
             .collect()
     }
 
+    /// Runs until every live node sees nodes `0..n` alive, at most `limit`.
+    fn until_all_alive(&mut self, n: usize, limit: Duration) -> bool {
+        self.run_until_true(limit, |net| {
+            (0..n).all(|node| net.all_see(node, MemberState::Alive, None))
+        })
+    }
+
     fn all_see(&self, node: usize, state: MemberState, generation: Option<u64>) -> bool {
         let name = format!("n{node}");
         self.live().into_iter().all(|observer| {
@@ -228,9 +235,7 @@ fn five_nodes_find_each_other_through_seeds() {
 fn a_crashed_node_is_declared_down_and_its_restart_wins() {
     let config = MembershipConfig::new("test");
     let mut net = Net::new(5, &config, 11);
-    assert!(net.run_until_true(Duration::from_secs(10), |net| {
-        (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(5, Duration::from_secs(10)));
     net.down.insert(addr(3));
     assert!(
         net.run_until_true(Duration::from_secs(30), |net| net.all_see(
@@ -273,9 +278,7 @@ fn a_crashed_node_is_declared_down_and_its_restart_wins() {
 fn a_crash_in_a_three_node_cluster_is_declared_down() {
     let config = MembershipConfig::new("test");
     let mut net = Net::new(3, &config, 5);
-    assert!(net.run_until_true(Duration::from_secs(10), |net| {
-        (0..3).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(3, Duration::from_secs(10)));
     net.down.insert(addr(2));
     assert!(
         net.run_until_true(Duration::from_secs(20), |net| net.all_see(
@@ -307,9 +310,7 @@ fn same_seed_same_history_other_seed_other_history() {
 fn foreign_and_garbage_packets_are_counted_and_change_nothing() {
     let config = MembershipConfig::new("test");
     let mut net = Net::new(3, &config, 5);
-    assert!(net.run_until_true(Duration::from_secs(10), |net| {
-        (0..3).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(3, Duration::from_secs(10)));
     let before = net.view(addr(0));
     // A datagram of another cluster: the same bytes a real member would send.
     let mut stranger =
@@ -391,9 +392,7 @@ fn without_lifeguard_health_stays_zero() {
 fn a_partition_heals_by_itself() {
     let config = MembershipConfig::new("test");
     let mut net = Net::new(5, &config, 8);
-    assert!(net.run_until_true(Duration::from_secs(10), |net| {
-        (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(5, Duration::from_secs(10)));
     // Cut {3, 4} off from {0, 1, 2} for a minute, both ways.
     for a in 0..3 {
         for b in 3..5 {
@@ -406,9 +405,7 @@ fn a_partition_heals_by_itself() {
     assert_eq!(net.view(addr(0))["n3"].0, MemberState::Down);
     assert_eq!(net.view(addr(3))["n0"].0, MemberState::Down);
     assert!(
-        net.run_until_true(Duration::from_secs(30), |net| {
-            (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
-        }),
+        net.until_all_alive(5, Duration::from_secs(30)),
         "views: {:?}",
         (0..5).map(|i| net.view(addr(i))).collect::<Vec<_>>()
     );
@@ -468,9 +465,7 @@ fn telemetry_reaches_every_node_and_a_removed_node_is_forgotten() {
     use shoal_membership::telemetry::DatabaseReport;
     let config = MembershipConfig::new("test");
     let mut net = Net::new(5, &config, 31);
-    assert!(net.run_until_true(Duration::from_secs(10), |net| {
-        (0..5).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(5, Duration::from_secs(10)));
     let report: DatabaseReport = serde_json::from_str(
         r#"{"qps": 1234.5, "latency_p50_us": 300, "latency_p99_us": 900, "replication_lag_ms": 7}"#,
     )
@@ -529,9 +524,7 @@ fn telemetry_reaches_every_node_and_a_removed_node_is_forgotten() {
 fn a_restarted_node_learns_every_member_at_once_by_push_pull() {
     let config = MembershipConfig::new("test");
     let mut net = Net::new(24, &config, 41);
-    assert!(net.run_until_true(Duration::from_secs(30), |net| {
-        (0..24).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(24, Duration::from_secs(30)));
     net.down.insert(addr(20));
     net.run_until(net.now + Duration::from_millis(500));
     net.start(20, 2, &config, 77);
@@ -580,9 +573,7 @@ fn push_pull_swaps_whole_tables_only_when_summaries_differ() {
     let mut config = MembershipConfig::new("test");
     config.push_pull_period = Duration::from_secs(5);
     let mut net = Net::new(8, &config, 5);
-    assert!(net.run_until_true(Duration::from_secs(30), |net| {
-        (0..8).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(8, Duration::from_secs(30)));
     let totals = |net: &Net| {
         net.nodes
             .values()
@@ -636,9 +627,7 @@ fn push_pull_swaps_whole_tables_only_when_summaries_differ() {
 fn telemetry_lists_only_peers_this_agent_failed_to_reach() {
     let config = MembershipConfig::new("test");
     let mut net = Net::new(6, &config, 41);
-    assert!(net.run_until_true(Duration::from_secs(10), |net| {
-        (0..6).all(|node| net.all_see(node, MemberState::Alive, None))
-    }));
+    assert!(net.until_all_alive(6, Duration::from_secs(10)));
     let n3 = identity(3, 1).node_id;
     let lists_n3 = |net: &Net, observer: usize| {
         let me = identity(observer, 1).node_id;
