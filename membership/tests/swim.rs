@@ -196,6 +196,18 @@ impl Net {
         })
     }
 
+    /// Runs until every live node sees `node` in `state` (at `generation`,
+    /// if given), at most `limit`.
+    fn until_all_see(
+        &mut self,
+        node: usize,
+        state: MemberState,
+        generation: Option<u64>,
+        limit: Duration,
+    ) -> bool {
+        self.run_until_true(limit, |net| net.all_see(node, state, generation))
+    }
+
     fn all_see(&self, node: usize, state: MemberState, generation: Option<u64>) -> bool {
         let name = format!("n{node}");
         self.live().into_iter().all(|observer| {
@@ -238,21 +250,13 @@ fn a_crashed_node_is_declared_down_and_its_restart_wins() {
     assert!(net.until_all_alive(5, Duration::from_secs(10)));
     net.down.insert(addr(3));
     assert!(
-        net.run_until_true(Duration::from_secs(30), |net| net.all_see(
-            3,
-            MemberState::Down,
-            Some(1)
-        )),
+        net.until_all_see(3, MemberState::Down, Some(1), Duration::from_secs(30)),
         "view of n0: {:?}",
         net.view(addr(0))
     );
     net.start(3, 2, &config, 99);
     assert!(
-        net.run_until_true(Duration::from_secs(10), |net| net.all_see(
-            3,
-            MemberState::Alive,
-            Some(2)
-        )),
+        net.until_all_see(3, MemberState::Alive, Some(2), Duration::from_secs(10)),
         "view of n0: {:?}",
         net.view(addr(0))
     );
@@ -281,11 +285,7 @@ fn a_crash_in_a_three_node_cluster_is_declared_down() {
     assert!(net.until_all_alive(3, Duration::from_secs(10)));
     net.down.insert(addr(2));
     assert!(
-        net.run_until_true(Duration::from_secs(20), |net| net.all_see(
-            2,
-            MemberState::Down,
-            Some(1)
-        )),
+        net.until_all_see(2, MemberState::Down, Some(1), Duration::from_secs(20)),
         "views: {:?} {:?}",
         net.view(addr(0)),
         net.view(addr(1))
@@ -638,9 +638,7 @@ fn telemetry_lists_only_peers_this_agent_failed_to_reach() {
         })
     };
     net.down.insert(addr(3));
-    assert!(net.run_until_true(Duration::from_secs(30), |net| {
-        net.all_see(3, MemberState::Down, Some(1))
-    }));
+    assert!(net.until_all_see(3, MemberState::Down, Some(1), Duration::from_secs(30)));
     assert!(
         net.run_until_true(Duration::from_secs(10), |net| {
             [0, 1, 2, 4, 5].iter().any(|&o| lists_n3(net, o))
@@ -661,9 +659,7 @@ fn telemetry_lists_only_peers_this_agent_failed_to_reach() {
     }));
 
     net.start(3, 2, &config, 43);
-    assert!(net.run_until_true(Duration::from_secs(10), |net| {
-        net.all_see(3, MemberState::Alive, Some(2))
-    }));
+    assert!(net.until_all_see(3, MemberState::Alive, Some(2), Duration::from_secs(10)));
     assert!(
         net.run_until_true(Duration::from_secs(10), |net| {
             [0, 1, 2, 4, 5, 6].iter().all(|&o| !lists_n3(net, o))
