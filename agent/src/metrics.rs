@@ -60,6 +60,9 @@ impl Metrics {
                 stats.accusations_answered,
             ),
             ("shoal_swim_suspects_asked_total", stats.suspects_asked),
+            ("shoal_swim_nacks_sent_total", stats.nacks_sent),
+            ("shoal_swim_nacks_received_total", stats.nacks_received),
+            ("shoal_swim_early_gossips_total", stats.early_gossips),
             ("shoal_swim_timers_late_total", stats.timers_late),
             ("shoal_swim_self_suspected_total", stats.self_suspected),
             (

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use foca::{
     AccumulatingRuntime, BroadcastHandler, Foca, Incarnation, Invalidates, Member, Message,
-    OwnedNotification, PeriodicParams, State, Timer, TimerToken,
+    OwnedNotification, PeriodicParams, ProbeNumber, State, Timer, TimerToken,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -50,6 +50,16 @@ pub const OUTPUT_QUEUE_MAX: usize = 65_536;
 /// Smallest datagram we can be asked to fit in; below this not even a header
 /// with two identities fits.
 pub const PACKET_BYTES_MIN: usize = 512;
+/// Most indirect probes this node makes for others at once; more are not
+/// tracked (and not nacked).
+pub const HELPING_MAX: usize = 64;
+/// How many of this node's latest probes remember the members they asked to
+/// probe indirectly, so that a nack arriving after the probe ended counts.
+const PROBES_ASKED_MAX: usize = 4;
+/// First byte of a datagram payload that is a [`Nack`], not a foca packet.
+/// 0xc1 is the one byte MessagePack never uses, and our codec writes foca's
+/// packets in MessagePack, so no foca payload starts with it.
+const NACK_MARKER: u8 = 0xc1;
 
 /// Membership settings. Every duration is in virtual or real time alike.
 #[derive(Clone, Debug, PartialEq)]
@@ -402,6 +412,13 @@ pub struct Stats {
     pub updates_left_out: u64,
     /// Stream messages that did not decode.
     pub streams_dropped: u64,
+    /// Gossip rounds sent out of turn to spread a down verdict.
+    pub early_gossips: u64,
+    /// Nacks sent: this node probed a member for another and got no answer.
+    pub nacks_sent: u64,
+    /// Nacks received from members this node asked to probe indirectly,
+    /// each a confirmation of the suspicion its probe raised.
+    pub nacks_received: u64,
 }
 
 /// A member's claim that its probe of `target` failed: the Lifeguard
@@ -413,6 +430,42 @@ struct Accusation {
     target_rejoin: u32,
     incarnation: Incarnation,
     accuser: NodeId,
+}
+
+/// A helper's answer to a member that asked it to probe `target`
+/// indirectly: "I could not reach it either" (Lifeguard's nack). Sent
+/// directly to the asker, never gossiped; it counts there as an independent
+/// confirmation of the suspicion that probe raises.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Nack {
+    helper: NodeId,
+    target: NodeId,
+    probe_number: ProbeNumber,
+}
+
+/// One of this node's recent probes: the members it asked to probe the
+/// target indirectly, and those that answered with a nack.
+#[derive(Clone, Debug)]
+struct ProbeAsked {
+    target: NodeId,
+    number: ProbeNumber,
+    asked: BTreeSet<NodeId>,
+    nacked: BTreeSet<NodeId>,
+}
+
+impl ProbeAsked {
+    /// The helpers whose nacks confirm the suspicion: all of them once
+    /// every helper asked, or all but one, nacked; none before.
+    ///
+    /// One helper's nack is weak evidence under loss: a single round trip
+    /// to the target, lost a third of the time at 20 % packet loss, where
+    /// an accuser's own failed probe took a direct and five indirect
+    /// attempts. A crashed target is nacked by every helper that hears the
+    /// request; a live one behind lossy links rarely by all but one.
+    fn confirming(&self) -> impl Iterator<Item = &NodeId> {
+        let quorum = !self.nacked.is_empty() && self.nacked.len() + 1 >= self.asked.len();
+        self.nacked.iter().filter(move |_| quorum)
+    }
 }
 
 /// First byte of a custom broadcast: what follows.
@@ -617,6 +670,9 @@ struct Suspicion {
 enum CoreTimer {
     Foca(Timer<Identity>),
     SuspicionCheck(NodeId),
+    /// Whether the target of an indirect probe made for another member
+    /// answered: (target, origin, probe number).
+    HelpCheck((NodeId, NodeId, ProbeNumber)),
     SeedAnnounce,
     Prune,
     Telemetry,
@@ -651,6 +707,12 @@ pub struct Membership {
     accusations: BTreeMap<(NodeId, Generation, u32, Incarnation), BTreeMap<NodeId, Duration>>,
     /// The probe in flight: target and probe number.
     probe: Option<(NodeId, foca::ProbeNumber)>,
+    /// This node's latest probes that asked others to probe indirectly,
+    /// newest last.
+    probes_asked: VecDeque<ProbeAsked>,
+    /// Indirect probes this node is making for others, by (target, origin,
+    /// probe number): where the origin listens, for the nack.
+    helping: BTreeMap<(NodeId, NodeId, ProbeNumber), SocketAddr>,
     seeds: BTreeMap<NodeId, SocketAddr>,
     last_heard: BTreeMap<NodeId, Duration>,
     transmits: VecDeque<Transmit>,
@@ -676,6 +738,11 @@ pub struct Membership {
     /// Updates foca has processed, to leave repeats out of packets (`None`:
     /// every update goes to foca; for the equivalence test).
     seen: Option<SeenUpdates>,
+    /// A member went down in this node's view: gossip the verdict now
+    /// rather than at the next gossip period (see `drain_runtime`).
+    gossip_now: bool,
+    /// When this node last gossiped out of turn.
+    gossiped_early_at: Option<Duration>,
     stats: Stats,
     now: Duration,
 }
@@ -791,6 +858,10 @@ impl Membership {
             active_by_role: BTreeMap::new(),
             active_versions: BTreeMap::new(),
             seen: Some(SeenUpdates::default()),
+            gossip_now: false,
+            gossiped_early_at: None,
+            probes_asked: VecDeque::new(),
+            helping: BTreeMap::new(),
             stats: Stats::default(),
             now,
         };
@@ -900,6 +971,10 @@ impl Membership {
             return Err(DropReason::TooBig);
         }
         let payload = self.envelope.open(packet)?;
+        if let Some((&NACK_MARKER, body)) = payload.split_first() {
+            self.receive_nack(body)?;
+            return Ok(None);
+        }
         let filtered = self
             .seen
             .as_ref()
@@ -1108,6 +1183,15 @@ impl Membership {
                 }
             }
             CoreTimer::SuspicionCheck(node_id) => self.check_suspicion(now, &node_id),
+            CoreTimer::HelpCheck(key) => {
+                // A slow node's failure to reach a member is weak evidence:
+                // only a healthy helper nacks.
+                if let Some(origin_addr) = self.helping.remove(&key)
+                    && self.health.score() == 0
+                {
+                    self.send_nack(key, origin_addr);
+                }
+            }
             CoreTimer::SeedAnnounce => {
                 let alive: BTreeSet<NodeId> = self
                     .foca
@@ -1605,6 +1689,7 @@ impl Membership {
         }
         let suspicion = self.suspicions.remove(node_id).expect("present above");
         self.stats.suspicions_expired += 1;
+        self.gossip_now = true;
         // foca ignores a timer whose token is stale (its connection state
         // changed since, e.g. through a partition); the suspicion is still
         // ours to settle, and foca only acts if the member is still suspect
@@ -1642,27 +1727,103 @@ impl Membership {
             }
             self.stats.accusations_received += 1;
             let key = (
-                accusation.target.clone(),
+                accusation.target,
                 accusation.target_generation,
                 accusation.target_rejoin,
                 accusation.incarnation,
             );
-            if !self.accusations.contains_key(&key) && self.accusations.len() >= ACCUSED_MAX {
-                continue;
-            }
-            let accusers = self.accusations.entry(key).or_default();
-            if accusers.len() < ACCUSERS_PER_SUSPECT_MAX {
-                accusers.insert(accusation.accuser, now);
-            }
-            // A confirmation may bring a suspicion's deadline forward.
-            if let Some(suspicion) = self.suspicions.get(&accusation.target) {
-                let deadline = self.suspicion_deadline(suspicion);
-                self.schedule(
-                    deadline.max(now),
-                    CoreTimer::SuspicionCheck(accusation.target),
-                );
+            self.record_accuser(now, key, accusation.accuser);
+        }
+    }
+
+    /// Remembers that `accuser` failed to reach the member of `key`; a
+    /// confirmation may bring a suspicion's deadline forward.
+    fn record_accuser(
+        &mut self,
+        now: Duration,
+        key: (NodeId, Generation, u32, Incarnation),
+        accuser: NodeId,
+    ) {
+        if !self.accusations.contains_key(&key) && self.accusations.len() >= ACCUSED_MAX {
+            return;
+        }
+        let target = key.0.clone();
+        let accusers = self.accusations.entry(key).or_default();
+        if accusers.len() < ACCUSERS_PER_SUSPECT_MAX {
+            accusers.insert(accuser, now);
+        }
+        if let Some(suspicion) = self.suspicions.get(&target) {
+            let deadline = self.suspicion_deadline(suspicion);
+            self.schedule(deadline.max(now), CoreTimer::SuspicionCheck(target));
+        }
+    }
+
+    /// Sends a nack for the indirect probe `key` (target, origin, probe
+    /// number) to its origin.
+    fn send_nack(&mut self, key: (NodeId, NodeId, ProbeNumber), origin_addr: SocketAddr) {
+        let (target, origin, probe_number) = key;
+        let nack = Nack {
+            helper: self.identity().node_id.clone(),
+            target,
+            probe_number,
+        };
+        let mut body = vec![NACK_MARKER];
+        rmp_serde::encode::write(&mut body, &nack).expect("nacks always encode");
+        let payload = self.envelope.wrap(&body);
+        self.stats.nacks_sent += 1;
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += payload.len() as u64;
+        if self.transmits.len() < OUTPUT_QUEUE_MAX {
+            self.transmits.push_back(Transmit {
+                node_id: origin,
+                addr: origin_addr,
+                payload,
+            });
+        }
+    }
+
+    /// A nack from a member this node asked to probe indirectly: it could
+    /// not reach the target either. It counts as a confirmation of the
+    /// suspicion the probe raised (now, or when the probe ends).
+    fn receive_nack(&mut self, body: &[u8]) -> Result<(), DropReason> {
+        let nack: Nack = rmp_serde::from_slice(body).map_err(|_| DropReason::Decode)?;
+        let impersonation = {
+            let mut inbox = self.inbox.lock();
+            let impersonation = inbox
+                .expected_src
+                .as_ref()
+                .is_some_and(|src| *src != nack.helper);
+            inbox.impersonation |= impersonation;
+            impersonation
+        };
+        if impersonation {
+            return Err(DropReason::Impersonation);
+        }
+        let Some(probe) = self.probes_asked.iter_mut().find(|probe| {
+            probe.target == nack.target
+                && probe.number == nack.probe_number
+                && probe.asked.contains(&nack.helper)
+        }) else {
+            // Not asked, or long ago: nothing to confirm.
+            return Ok(());
+        };
+        if !probe.nacked.insert(nack.helper.clone()) {
+            return Ok(());
+        }
+        self.stats.nacks_received += 1;
+        let helpers: Vec<NodeId> = probe.confirming().cloned().collect();
+        if let Some(suspicion) = self.suspicions.get(&nack.target) {
+            let key = (
+                suspicion.member.node_id.clone(),
+                suspicion.member.generation,
+                suspicion.member.rejoin,
+                suspicion.incarnation,
+            );
+            for helper in helpers {
+                self.record_accuser(self.now, key.clone(), helper);
             }
         }
+        Ok(())
     }
 
     /// Another member suspects this node: refute and tell it directly.
@@ -1705,7 +1866,33 @@ impl Membership {
     }
 
     /// Moves foca's sends, timers and notifications into our queues.
+    ///
+    /// A member that went down in this node's view (its own verdict or one
+    /// it heard) is gossiped at once to `indirect_probes` random members,
+    /// which do the same: the verdict then reaches everyone in a few network
+    /// hops instead of one gossip period per hop (at 1,000 agents, about a
+    /// second). At most once per gossip period, so a partition that takes
+    /// many members down at once costs at most one extra gossip round per
+    /// period.
     fn drain_runtime(&mut self, now: Duration) {
+        self.drain_runtime_once(now);
+        if std::mem::take(&mut self.gossip_now) {
+            let recently = self
+                .gossiped_early_at
+                .is_some_and(|at| now < at + self.config.gossip_period);
+            if !recently {
+                self.gossiped_early_at = Some(now);
+                self.stats.early_gossips += 1;
+                if let Err(error) = self.foca.gossip(&mut self.runtime) {
+                    tracing::debug!(%error, "gossip a down verdict");
+                }
+                self.drain_runtime_once(now);
+                self.gossip_now = false;
+            }
+        }
+    }
+
+    fn drain_runtime_once(&mut self, now: Duration) {
         while let Some((target, data)) = self.runtime.to_send() {
             if self.transmits.len() >= OUTPUT_QUEUE_MAX {
                 tracing::warn!("membership transmit queue full; dropping a datagram");
@@ -1751,6 +1938,22 @@ impl Membership {
                 token,
             } if lifeguard => {
                 self.probe_failed(&member_id, incarnation);
+                // Helpers that could not reach the member either confirm it.
+                let helpers: Vec<NodeId> = self
+                    .probes_asked
+                    .iter()
+                    .filter(|probe| probe.target == member_id.node_id)
+                    .flat_map(|probe| probe.confirming().cloned())
+                    .collect();
+                for helper in helpers {
+                    let key = (
+                        member_id.node_id.clone(),
+                        member_id.generation,
+                        member_id.rejoin,
+                        incarnation,
+                    );
+                    self.record_accuser(now, key, helper);
+                }
                 // Probing a suspect again (it stays in the probe rotation)
                 // and failing again is the same suspicion: it keeps its start,
                 // or repeated failures would push its end back for ever.
@@ -1806,6 +2009,49 @@ impl Membership {
         );
     }
 
+    /// This node asked `helper` to probe `target` indirectly.
+    fn asked_to_probe(&mut self, target: NodeId, number: ProbeNumber, helper: NodeId) {
+        let known = self
+            .probes_asked
+            .iter_mut()
+            .find(|probe| probe.target == target && probe.number == number);
+        match known {
+            Some(probe) => {
+                probe.asked.insert(helper);
+            }
+            None => {
+                if self.probes_asked.len() >= PROBES_ASKED_MAX {
+                    self.probes_asked.pop_front();
+                }
+                self.probes_asked.push_back(ProbeAsked {
+                    target,
+                    number,
+                    asked: BTreeSet::from([helper]),
+                    nacked: BTreeSet::new(),
+                });
+            }
+        }
+    }
+
+    /// This node pinged `target` for `origin`: if the target does not
+    /// answer within 80 % of a probe timeout (so the nack reaches the origin
+    /// before its own probe ends), the origin gets a nack.
+    fn help_probe(
+        &mut self,
+        now: Duration,
+        target: NodeId,
+        origin: Identity,
+        probe_number: ProbeNumber,
+    ) {
+        if self.helping.len() >= HELPING_MAX {
+            return;
+        }
+        let key = (target, origin.node_id, probe_number);
+        self.helping.insert(key.clone(), origin.addr);
+        let wait = self.config.probe_timeout * 4 / 5;
+        self.schedule(now + wait, CoreTimer::HelpCheck(key));
+    }
+
     fn notify(&mut self, now: Duration, notification: OwnedNotification<Identity>) {
         let event = match notification {
             OwnedNotification::MemberUp(identity) => {
@@ -1844,6 +2090,18 @@ impl Membership {
             }
             OwnedNotification::DataReceived(header) => {
                 self.last_heard.insert(header.src.node_id.clone(), now);
+                if let Message::IndirectAck {
+                    target: origin,
+                    probe_number,
+                } = &header.message
+                {
+                    let key = (
+                        header.src.node_id.clone(),
+                        origin.node_id.clone(),
+                        *probe_number,
+                    );
+                    self.helping.remove(&key);
+                }
                 let answered = match (&self.probe, &header.message) {
                     (Some((target, number)), Message::Ack(acked)) => {
                         *target == header.src.node_id && number == acked
@@ -1862,9 +2120,22 @@ impl Membership {
                 return;
             }
             OwnedNotification::DataSent(header) => {
-                if let Message::Ping(number) = header.message {
-                    self.stats.probes += 1;
-                    self.probe = Some((header.dst.node_id.clone(), number));
+                match header.message {
+                    Message::Ping(number) => {
+                        self.stats.probes += 1;
+                        self.probe = Some((header.dst.node_id.clone(), number));
+                    }
+                    Message::PingReq {
+                        target,
+                        probe_number,
+                    } => self.asked_to_probe(target.node_id, probe_number, header.dst.node_id),
+                    Message::IndirectPing {
+                        origin,
+                        probe_number,
+                    } if self.config.lifeguard => {
+                        self.help_probe(now, header.dst.node_id, origin, probe_number);
+                    }
+                    _ => {}
                 }
                 return;
             }
@@ -2232,5 +2503,236 @@ mod tests {
             membership.lookup(&suspect.node_id).unwrap().1,
             MemberState::Alive
         );
+    }
+
+    /// The payload of a nack from `helper` about `target`'s probe `number`.
+    fn nack_packet(helper: &Identity, target: &Identity, number: ProbeNumber) -> Vec<u8> {
+        let nack = Nack {
+            helper: helper.node_id.clone(),
+            target: target.node_id.clone(),
+            probe_number: number,
+        };
+        let mut body = vec![NACK_MARKER];
+        rmp_serde::encode::write(&mut body, &nack).unwrap();
+        Envelope::new("test").wrap(&body)
+    }
+
+    /// The nacks among `membership`'s queued datagrams to `to` (the rest
+    /// are dropped).
+    fn nacks_to(membership: &mut Membership, to: &Identity) -> Vec<Nack> {
+        let mut nacks = Vec::new();
+        while let Some(transmit) = membership.poll_transmit() {
+            let payload = Envelope::new("test").open(&transmit.payload).unwrap();
+            if let Some((&NACK_MARKER, body)) = payload.split_first() {
+                assert_eq!(transmit.addr, to.addr, "a nack goes to the asker");
+                nacks.push(rmp_serde::from_slice(body).unwrap());
+            }
+        }
+        nacks
+    }
+
+    /// A member asked to probe another indirectly tells the asker when the
+    /// target does not answer it either (a nack), and stays silent when it
+    /// answers.
+    #[test]
+    fn a_helper_nacks_when_the_target_does_not_answer() {
+        let config = MembershipConfig::new("test");
+        let me = identity(0, 1, 0);
+        let (asker, target) = (identity(1, 1, 0), identity(2, 1, 0));
+        let mut membership =
+            Membership::new(me.clone(), config.clone(), 1, Duration::ZERO).unwrap();
+        let mut now = Duration::from_millis(10);
+        for peer in [&asker, &target] {
+            membership.handle_datagram(now, None, &packet(peer, 0, &me, Message::Gossip, &[], &[]));
+        }
+        nacks_to(&mut membership, &asker);
+        let ping_req = |number| Message::PingReq {
+            target: target.clone(),
+            probe_number: number,
+        };
+
+        // No answer: a nack once the wait is over, not before.
+        membership.handle_datagram(now, None, &packet(&asker, 0, &me, ping_req(7), &[], &[]));
+        let pinged = sent_to(&mut membership, &target);
+        assert!(
+            pinged.iter().any(|header| matches!(
+                header.message,
+                Message::IndirectPing {
+                    probe_number: 7,
+                    ..
+                }
+            )),
+            "{pinged:?}"
+        );
+        now += config.probe_timeout * 4 / 5 - Duration::from_millis(1);
+        membership.handle_timeout(now);
+        assert!(nacks_to(&mut membership, &asker).is_empty());
+        now += Duration::from_millis(1);
+        membership.handle_timeout(now);
+        let nacks = nacks_to(&mut membership, &asker);
+        let expected = Nack {
+            helper: me.node_id.clone(),
+            target: target.node_id.clone(),
+            probe_number: 7,
+        };
+        assert_eq!(nacks, vec![expected]);
+        assert_eq!(membership.stats().nacks_sent, 1);
+
+        // The target answers: no nack.
+        membership.handle_datagram(now, None, &packet(&asker, 0, &me, ping_req(8), &[], &[]));
+        let answer = Message::IndirectAck {
+            target: asker.clone(),
+            probe_number: 8,
+        };
+        membership.handle_datagram(now, None, &packet(&target, 0, &me, answer, &[], &[]));
+        now += config.probe_timeout;
+        membership.handle_timeout(now);
+        assert!(nacks_to(&mut membership, &asker).is_empty());
+        assert_eq!(membership.stats().nacks_sent, 1);
+    }
+
+    /// Runs `membership`'s timers in 5 ms steps until `silent` is in
+    /// `state` or `span` is over, acking every ping except those to
+    /// `silent`, and answering the first `nacks` of each probe's requests to
+    /// probe `silent` indirectly with a nack from the helper. Returns when
+    /// `silent` reached `state`, and how many gossip messages went out in
+    /// that step.
+    fn probe_until(
+        membership: &mut Membership,
+        now: &mut Duration,
+        span: Duration,
+        (silent, state): (&Identity, MemberState),
+        peers: &[Identity],
+        nacks: usize,
+    ) -> Option<(Duration, usize)> {
+        let me = membership.identity().clone();
+        let end = *now + span;
+        while *now < end {
+            *now += Duration::from_millis(5);
+            membership.handle_timeout(*now);
+            let mut replies = Vec::new();
+            let mut gossips = 0;
+            while let Some(transmit) = membership.poll_transmit() {
+                let payload = Envelope::new("test").open(&transmit.payload).unwrap();
+                let header = MsgpackCodec.decode_header(&mut &payload[..]).unwrap();
+                let Some(peer) = peers.iter().find(|peer| peer.addr == transmit.addr) else {
+                    continue;
+                };
+                match header.message {
+                    Message::Ping(number) if peer != silent => {
+                        replies.push(packet(peer, 0, &me, Message::Ack(number), &[], &[]));
+                    }
+                    Message::PingReq {
+                        target,
+                        probe_number,
+                    } if target == *silent && replies.len() < nacks => {
+                        replies.push(nack_packet(peer, silent, probe_number));
+                    }
+                    Message::Gossip => gossips += 1,
+                    _ => {}
+                }
+            }
+            for reply in replies {
+                membership.handle_datagram(*now, None, &reply);
+            }
+            if membership.lookup(&silent.node_id).map(|(_, state)| state) == Some(state) {
+                return Some((*now, gossips));
+            }
+        }
+        None
+    }
+
+    /// How long after it was first suspected a silent member is declared
+    /// down, when `nacks` of the members asked to probe it indirectly
+    /// answer each probe with a nack; and the membership core.
+    fn suspicion_with_nacks(nacks: usize) -> (Duration, Membership) {
+        let config = MembershipConfig::new("test");
+        let me = identity(0, 1, 0);
+        let silent = identity(1, 1, 0);
+        let peers: Vec<Identity> = (1..=7).map(|index| identity(index, 1, 0)).collect();
+        let mut membership = Membership::new(me.clone(), config, 3, Duration::ZERO).unwrap();
+        let mut now = Duration::from_millis(10);
+        for peer in &peers {
+            membership.handle_datagram(now, None, &packet(peer, 0, &me, Message::Gossip, &[], &[]));
+        }
+        let span = Duration::from_secs(10);
+        let suspect = (&silent, MemberState::Suspect);
+        let (suspected, _) = probe_until(&mut membership, &mut now, span, suspect, &peers, nacks)
+            .expect("the silent member is probed and suspected");
+        let down = (&silent, MemberState::Down);
+        let (downed, gossips) = probe_until(&mut membership, &mut now, span, down, &peers, nacks)
+            .expect("declared down");
+        // This node's own verdict is gossiped at once.
+        assert_eq!(gossips, membership.config.indirect_probes);
+        assert_eq!(membership.stats().early_gossips, 1);
+        // A member that was never asked: ignored.
+        let received = membership.stats().nacks_received;
+        membership.handle_datagram(now, None, &nack_packet(&peers[6], &silent, 200));
+        assert_eq!(membership.stats().nacks_received, received);
+        (downed - suspected, membership)
+    }
+
+    /// Nacks from all the members asked to probe a silent member
+    /// indirectly (or all but one) confirm the suspicion at once: it lasts
+    /// `suspect_timeout_min`, not the unconfirmed `suspect_timeout_max`.
+    /// Fewer nacks confirm nothing, and a nack from a member that was not
+    /// asked counts for nothing.
+    #[test]
+    fn nacks_from_helpers_confirm_a_suspicion() {
+        let config = MembershipConfig::new("test");
+        let step = Duration::from_millis(10);
+        for nacks in [5, 4] {
+            let (down_after, membership) = suspicion_with_nacks(nacks);
+            assert!(
+                membership.stats().nacks_received >= 4,
+                "{:?}",
+                membership.stats()
+            );
+            assert!(
+                down_after >= config.suspect_timeout_min
+                    && down_after <= config.suspect_timeout_min + step,
+                "with {nacks} nacks: down {down_after:?} after the suspicion"
+            );
+        }
+        for nacks in [3, 0] {
+            let (down_after, _) = suspicion_with_nacks(nacks);
+            assert!(
+                down_after >= config.suspect_timeout_max,
+                "with {nacks} nacks: down {down_after:?} after the suspicion"
+            );
+        }
+    }
+
+    /// A down verdict heard from others is not gossiped out of turn (only
+    /// this node's own verdicts are; see `nacks_from_helpers_confirm_a_suspicion`).
+    #[test]
+    fn a_down_verdict_heard_waits_for_the_gossip_period() {
+        let me = identity(0, 1, 0);
+        let peers: Vec<Identity> = (1..=8).map(|index| identity(index, 1, 0)).collect();
+        let mut membership =
+            Membership::new(me.clone(), MembershipConfig::new("test"), 1, Duration::ZERO).unwrap();
+        let now = Duration::from_millis(10);
+        for peer in &peers {
+            membership.handle_datagram(now, None, &packet(peer, 0, &me, Message::Gossip, &[], &[]));
+        }
+        while membership.poll_transmit().is_some() {}
+        let down = Member::new(peers[1].clone(), 0, State::Down);
+        membership.handle_datagram(
+            now,
+            None,
+            &packet(&peers[0], 0, &me, Message::Ack(0), &[down], &[]),
+        );
+        assert_eq!(
+            membership.lookup(&peers[1].node_id).unwrap().1,
+            MemberState::Down
+        );
+        let mut gossips = 0;
+        while let Some(transmit) = membership.poll_transmit() {
+            let payload = Envelope::new("test").open(&transmit.payload).unwrap();
+            let header = MsgpackCodec.decode_header(&mut &payload[..]).unwrap();
+            gossips += usize::from(header.message == Message::Gossip);
+        }
+        assert_eq!(gossips, 0);
+        assert_eq!(membership.stats().early_gossips, 0);
     }
 }
