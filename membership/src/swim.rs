@@ -416,8 +416,9 @@ pub struct Stats {
     pub early_gossips: u64,
     /// Nacks sent: this node probed a member for another and got no answer.
     pub nacks_sent: u64,
-    /// Nacks received from members this node asked to probe indirectly,
-    /// each a confirmation of the suspicion its probe raised.
+    /// Nacks received from members this node asked to probe indirectly;
+    /// they confirm the suspicion the probe raised once all the helpers
+    /// asked, or all but one, nacked (see `ProbeAsked::confirming`).
     pub nacks_received: u64,
 }
 
