@@ -60,6 +60,15 @@ const PROBES_ASKED_MAX: usize = 4;
 /// 0xc1 is the one byte MessagePack never uses, and our codec writes foca's
 /// packets in MessagePack, so no foca payload starts with it.
 const NACK_MARKER: u8 = 0xc1;
+/// How many telemetry deltas from others foca's backlog holds for this node
+/// to pass on: relaying a new one drops the one relayed this many relays
+/// before it, if it is still there. foca sends the entries with the most
+/// transmissions left first and walks its whole backlog on every send, so
+/// older deltas would only wait behind fresher ones, at a cost on every
+/// packet; anti-entropy delivers what the gossip leaves out. Without the
+/// bound, a boot of 1,000 agents puts every agent's first record in every
+/// backlog. This node's own deltas and accusations are never dropped.
+pub const TELEMETRY_RELAYS_HELD: u64 = 256;
 
 /// Membership settings. Every duration is in virtual or real time alike.
 #[derive(Clone, Debug, PartialEq)]
@@ -420,6 +429,9 @@ pub struct Stats {
     /// they confirm the suspicion the probe raised once all the helpers
     /// asked, or all but one, nacked (see `ProbeAsked::confirming`).
     pub nacks_received: u64,
+    /// Telemetry deltas from others handed to foca to pass on; each drops
+    /// the one handed over [`TELEMETRY_RELAYS_HELD`] relays before it.
+    pub telemetry_relays: u64,
 }
 
 /// A member's claim that its probe of `target` failed: the Lifeguard
@@ -482,8 +494,9 @@ type Processed = (Identity, Vec<Member<Identity>>);
 pub enum BroadcastKey {
     /// A Lifeguard accusation: (suspect, generation, rejoin, incarnation, accuser).
     Accusation(AccusationKey),
-    /// A telemetry record or tombstone.
-    Telemetry(TelemetryKey),
+    /// A telemetry record or tombstone, and which relay of a delta from
+    /// another member it is (`None`: this node's own).
+    Telemetry(TelemetryKey, Option<u64>),
 }
 
 /// Identifies one accusation.
@@ -493,8 +506,10 @@ impl Invalidates for BroadcastKey {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
             (BroadcastKey::Accusation(mine), BroadcastKey::Accusation(theirs)) => mine == theirs,
-            (BroadcastKey::Telemetry(mine), BroadcastKey::Telemetry(theirs)) => {
-                mine.invalidates(theirs)
+            (BroadcastKey::Telemetry(mine, relay), BroadcastKey::Telemetry(theirs, older)) => {
+                let aged_out = matches!((relay, older),
+                    (Some(relay), Some(older)) if older + TELEMETRY_RELAYS_HELD <= *relay);
+                aged_out || mine.invalidates(theirs)
             }
             _ => false,
         }
@@ -520,6 +535,9 @@ struct Inbox {
     telemetry: Option<TelemetryStore>,
     /// The core's `now`, for the handler.
     now: Duration,
+    /// Telemetry deltas from others handed to foca to pass on, ever: the
+    /// number of the latest relay (see [`TELEMETRY_RELAYS_HELD`]).
+    relays: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -584,8 +602,15 @@ impl BroadcastHandler<Identity> for SharedInbox {
                 let Some(store) = inbox.telemetry.as_mut() else {
                     return Ok(None);
                 };
-                let key = store.receive_delta(now, body, DeltaSource::from(sender))?;
-                Ok(key.map(BroadcastKey::Telemetry))
+                let Some(key) = store.receive_delta(now, body, DeltaSource::from(sender))? else {
+                    return Ok(None);
+                };
+                // foca hands this node's own deltas over without a sender.
+                let relay = sender.map(|_| {
+                    inbox.relays += 1;
+                    inbox.relays
+                });
+                Ok(Some(BroadcastKey::Telemetry(key, relay)))
             }
             other => Err(BroadcastError::Kind(other)),
         }
@@ -890,6 +915,12 @@ impl Membership {
     /// The local health score (0 = healthy).
     pub fn local_health(&self) -> u32 {
         self.health.score()
+    }
+
+    /// Custom broadcasts (telemetry deltas, accusations) foca holds to pass
+    /// on.
+    pub fn broadcast_backlog(&self) -> usize {
+        self.foca.custom_broadcast_backlog()
     }
 
     /// Counters since start.
@@ -1710,6 +1741,7 @@ impl Membership {
         let (accusations, self_suspected) = {
             let mut inbox = self.inbox.lock();
             let new = std::mem::take(&mut inbox.self_suspected_new);
+            self.stats.telemetry_relays = inbox.relays;
             (std::mem::take(&mut inbox.accusations_new), new)
         };
         if self_suspected > 0 {
@@ -2225,6 +2257,7 @@ mod tests {
     use foca::{Codec, Header};
 
     use super::*;
+    use crate::telemetry::EncodedDelta;
     use crate::{Generation, MemberMeta, Role};
 
     fn identity(index: u8, generation: u64, rejoin: u32) -> Identity {
@@ -2373,6 +2406,27 @@ mod tests {
         updates: &[Member<Identity>],
         accusations: &[Accusation],
     ) -> Vec<u8> {
+        packet_with(
+            src,
+            src_incarnation,
+            dst,
+            message,
+            updates,
+            accusations,
+            &[],
+        )
+    }
+
+    /// [`packet`], with telemetry deltas after the accusations.
+    fn packet_with(
+        src: &Identity,
+        src_incarnation: Incarnation,
+        dst: &Identity,
+        message: Message<Identity>,
+        updates: &[Member<Identity>],
+        accusations: &[Accusation],
+        telemetry: &[EncodedDelta],
+    ) -> Vec<u8> {
         let header = Header {
             src: src.clone(),
             src_incarnation,
@@ -2385,9 +2439,16 @@ mod tests {
         for update in updates {
             MsgpackCodec.encode_member(update, &mut payload).unwrap();
         }
-        for accusation in accusations {
+        let items = accusations.iter().map(|accusation| {
             let mut item = vec![BROADCAST_ACCUSATION];
             rmp_serde::encode::write(&mut item, accusation).unwrap();
+            item
+        });
+        for item in items.chain(telemetry.iter().map(|delta| {
+            let mut item = vec![BROADCAST_TELEMETRY];
+            item.extend_from_slice(&delta.bytes);
+            item
+        })) {
             payload.extend_from_slice(&(item.len() as u16).to_be_bytes());
             payload.extend_from_slice(&item);
         }
@@ -2739,5 +2800,56 @@ mod tests {
         }
         assert_eq!(gossips, 0);
         assert_eq!(membership.stats().early_gossips, 0);
+    }
+
+    /// A member merges every telemetry delta it hears and passes them on,
+    /// but foca holds only the latest [`TELEMETRY_RELAYS_HELD`] of those
+    /// for it; its own delta stays whatever it relays.
+    #[test]
+    fn relayed_telemetry_deltas_are_bounded_and_the_own_one_stays() {
+        let config = MembershipConfig::new("test");
+        let (me, peer) = (identity(1, 1, 0), identity(2, 1, 0));
+        let mut membership = knowing(&config, &me, &[&peer]);
+        let mut now = Duration::from_millis(20);
+        while membership.with_telemetry(|store| store.local_version().is_none()) {
+            assert!(now < Duration::from_secs(10), "no local record");
+            membership.handle_timeout(now);
+            now += Duration::from_millis(10);
+        }
+        let own = membership.broadcast_backlog();
+        assert!(own >= 1, "the first refresh queues this node's own record");
+        let heard = TELEMETRY_RELAYS_HELD as usize + 40;
+        let deltas: Vec<EncodedDelta> = (0..heard)
+            .map(|i| {
+                let node = NodeId::new(format!("t{i}")).unwrap();
+                let mut store = TelemetryStore::new(
+                    TelemetryConfig::default(),
+                    node,
+                    Generation(1),
+                    "test",
+                    now,
+                )
+                .unwrap();
+                store.refresh(now).unwrap();
+                store.local_delta(now).unwrap()
+            })
+            .collect();
+        for (sent, chunk) in deltas.chunks(4).enumerate() {
+            let gossip = packet_with(&peer, 0, &me, Message::Gossip, &[], &[], chunk);
+            membership.handle_datagram(now, None, &gossip);
+            let relayed = (sent * 4 + chunk.len()).min(TELEMETRY_RELAYS_HELD as usize);
+            assert_eq!(membership.broadcast_backlog(), own + relayed);
+        }
+        assert_eq!(membership.stats().telemetry_relays, heard as u64);
+        membership.with_telemetry(|store| {
+            for delta in &deltas {
+                assert!(
+                    store.record(&delta.key.node_id).is_some(),
+                    "{:?}",
+                    delta.key
+                );
+            }
+            assert!(store.local_version().is_some());
+        });
     }
 }
