@@ -1646,12 +1646,18 @@ impl Membership {
             accusers.retain(|_, at| *at >= horizon);
             !accusers.is_empty()
         });
-        let known: BTreeSet<NodeId> = self
-            .foca
-            .iter_membership_state()
-            .map(|member| member.id().node_id.clone())
-            .collect();
-        self.last_heard.retain(|node_id, _| known.contains(node_id));
+        // `last_heard` is only read for members foca holds; forgetting the
+        // others just bounds it. Building the set of foca's members costs
+        // O(n log n) on cold memory, so it is done only once more entries
+        // are held than foca has members.
+        if self.last_heard.len() > self.foca.iter_membership_state().count() {
+            let known: BTreeSet<NodeId> = self
+                .foca
+                .iter_membership_state()
+                .map(|member| member.id().node_id.clone())
+                .collect();
+            self.last_heard.retain(|node_id, _| known.contains(node_id));
+        }
         let mut inbox = self.inbox.lock();
         let accusations = &self.accusations;
         inbox
