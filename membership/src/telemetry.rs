@@ -1038,7 +1038,7 @@ impl TelemetryStore {
             .differs_materially(current)
         {
             Publish::Change
-        } else if now.saturating_sub(published_at) >= self.config.heartbeat_interval {
+        } else if now.saturating_sub(published_at) >= self.config.heartbeat_for(self.map.len()) {
             Publish::Heartbeat
         } else {
             Publish::No

@@ -518,33 +518,12 @@ fn config_validation_names_the_field() {
 
 #[test]
 fn a_steady_node_publishes_only_material_changes_and_heartbeats() {
-    use shoal_membership::telemetry::TelemetryAction;
     let config = TelemetryConfig::default();
     let refresh = config.refresh_interval;
-    let heartbeat = config.heartbeat_interval;
-    let mut store = TelemetryStore::new(
-        config,
-        NodeId::new("db-1").unwrap(),
-        Generation(1),
-        "t",
-        Duration::ZERO,
-    )
-    .unwrap();
-    let host = |cpu: f64| HostMetrics {
-        cpu_percent: cpu,
-        memory_used_bytes: 50,
-        memory_total_bytes: 100,
-        disk_used_bytes: 10,
-        disk_capacity_bytes: 100,
-    };
-    let published = |actions: Vec<TelemetryAction>| {
-        actions
-            .iter()
-            .any(|action| matches!(action, TelemetryAction::Broadcast(_)))
-    };
+    let mut store = store("db-1", 1);
     store.set_host_metrics(host(10.0)).unwrap();
     assert!(
-        published(store.handle_timeout(Duration::ZERO)),
+        published(store.handle_timeout(secs(0))),
         "the first record is published"
     );
     // Noise below the thresholds: nothing new to say.
@@ -557,16 +536,72 @@ fn a_steady_node_publishes_only_material_changes_and_heartbeats() {
     assert_eq!(store.local_version().unwrap().sequence.0, 2);
     // And with nothing new, one heartbeat version per heartbeat interval,
     // written but not broadcast.
-    let mut now = refresh * 2;
-    while now < refresh * 2 + heartbeat {
+    let heartbeats = heartbeats_in(&mut store, refresh * 2, config.heartbeat_interval * 4);
+    assert_eq!(heartbeats, 4, "one heartbeat a heartbeat_interval");
+}
+
+/// Whether `actions` broadcast a delta.
+fn published(actions: Vec<shoal_membership::telemetry::TelemetryAction>) -> bool {
+    use shoal_membership::telemetry::TelemetryAction;
+    actions
+        .iter()
+        .any(|action| matches!(action, TelemetryAction::Broadcast(_)))
+}
+
+/// Drives `store`'s refreshes for `span` after `from` with nothing
+/// material changing (no broadcast) and returns how many heartbeat
+/// versions it wrote.
+fn heartbeats_in(store: &mut TelemetryStore, from: Duration, span: Duration) -> u64 {
+    let refresh = TelemetryConfig::default().refresh_interval;
+    let before = store.local_version().unwrap().sequence.0;
+    let mut now = from;
+    while now < from + span {
         now += refresh;
-        assert!(!published(store.handle_timeout(now)));
+        assert!(!published(store.handle_timeout(now)), "nothing material");
     }
-    assert_eq!(
-        store.local_version().unwrap().sequence.0,
-        3,
-        "one heartbeat in one interval"
-    );
+    store.local_version().unwrap().sequence.0 - before
+}
+
+#[test]
+fn heartbeats_stretch_as_the_cluster_doubles_past_128_nodes() {
+    let config = TelemetryConfig::default();
+    let base = config.heartbeat_interval;
+    for (nodes, times) in [
+        (0, 1),
+        (1, 1),
+        (128, 1),
+        (129, 2),
+        (256, 2),
+        (257, 3),
+        (1000, 4),
+        (1024, 4),
+        (1025, 5),
+        (10_000, 8),
+    ] {
+        assert_eq!(config.heartbeat_for(nodes), base * times, "{nodes} nodes");
+    }
+    // Never past an hour, never under the configured interval.
+    let long = TelemetryConfig {
+        heartbeat_interval: secs(1800),
+        ..config.clone()
+    };
+    assert_eq!(long.heartbeat_for(10_000), secs(3600));
+    assert_eq!(long.heartbeat_for(10), secs(1800));
+
+    // A store holding 300 records (257..=512: 3×) writes one heartbeat in
+    // three intervals.
+    let mut store = store("db-1", 1);
+    store.set_host_metrics(host(10.0)).unwrap();
+    assert!(published(store.handle_timeout(secs(0))));
+    for n in 0..299 {
+        let name = format!("peer-{n:03}");
+        store
+            .merge_record(secs(0), record_of(&name, 1, 1, 1.0))
+            .unwrap();
+    }
+    assert_eq!(store.map().len(), 300);
+    let heartbeats = heartbeats_in(&mut store, secs(0), base * 6);
+    assert_eq!(heartbeats, 2, "one heartbeat every 3 × heartbeat_interval");
 }
 
 /// A record of `name` at `generation.sequence` carrying `cpu_percent`

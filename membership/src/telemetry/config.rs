@@ -40,7 +40,11 @@ pub struct TelemetryConfig {
 
     /// A new version is published at least this often even when nothing
     /// changed materially (fresh positions and ages for the controllers).
-    /// Default 30 s; at least `refresh_interval`, at most 1 h.
+    /// Default 30 s; at least `refresh_interval`, at most 1 h. Above
+    /// [`HEARTBEAT_SCALE_NODES`] nodes it stretches with the cluster (see
+    /// [`TelemetryConfig::heartbeat_for`]): every heartbeat reaches every
+    /// agent, so a fixed interval would make each agent's share grow with
+    /// the cluster.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
 
@@ -119,7 +123,32 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// Longest heartbeat interval, configured or scaled.
+const HEARTBEAT_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Cluster size up to which heartbeats come every `heartbeat_interval`.
+pub const HEARTBEAT_SCALE_NODES: usize = 128;
+
 impl TelemetryConfig {
+    /// The heartbeat interval in a cluster of `nodes` records:
+    /// `heartbeat_interval` up to [`HEARTBEAT_SCALE_NODES`], then one more
+    /// `heartbeat_interval` each time the cluster doubles — 2× to 256
+    /// nodes, 3× to 512, 4× to 1,024, 8× at 10,000 — and never over 1 h
+    /// (nor under `heartbeat_interval`). This is Consul's scaling of its
+    /// anti-entropy interval (`1 + ceil(log2(n / 128))`). Each heartbeat
+    /// version is merged by every agent, so a fixed interval costs each
+    /// agent `n / heartbeat_interval` merges a second, and the bytes of `n`
+    /// records; scaled, that grows as `n / log n`. Material changes are
+    /// published at once whatever the size.
+    pub fn heartbeat_for(&self, nodes: usize) -> Duration {
+        let doublings = nodes
+            .div_ceil(HEARTBEAT_SCALE_NODES)
+            .next_power_of_two()
+            .trailing_zeros();
+        let scaled = self.heartbeat_interval.saturating_mul(doublings + 1);
+        scaled.min(HEARTBEAT_LIMIT).max(self.heartbeat_interval)
+    }
+
     /// Checks every constraint above; the error names the first field that
     /// breaks one.
     pub fn validate(&self) -> Result<(), TelemetryError> {
@@ -137,7 +166,7 @@ impl TelemetryConfig {
         if !range(
             self.heartbeat_interval,
             self.refresh_interval,
-            Duration::from_secs(3600),
+            HEARTBEAT_LIMIT,
         ) {
             return invalid(
                 "heartbeat_interval",
