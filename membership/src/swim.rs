@@ -15,6 +15,7 @@ use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use fnv::FnvHashMap;
 use foca::{
     AccumulatingRuntime, BroadcastHandler, Foca, Incarnation, Invalidates, Member, Message,
     OwnedNotification, PeriodicParams, ProbeNumber, State, Timer, TimerToken,
@@ -740,7 +741,9 @@ pub struct Membership {
     /// probe number): where the origin listens, for the nack.
     helping: BTreeMap<(NodeId, NodeId, ProbeNumber), SocketAddr>,
     seeds: BTreeMap<NodeId, SocketAddr>,
-    last_heard: BTreeMap<NodeId, Duration>,
+    /// When each member was last heard from. A hash map: written for every
+    /// packet received and never walked in order.
+    last_heard: FnvHashMap<NodeId, Duration>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     /// Anti-entropy messages for the driver to send on streams.
@@ -755,8 +758,9 @@ pub struct Membership {
     suspect_since: BTreeMap<NodeId, Duration>,
     /// Active members (alive or suspect) by node id, kept from foca's
     /// notifications: foca's own list is a vector walked from end to end,
-    /// and the agent asks for seeds and addresses every Raft tick.
-    active: BTreeMap<NodeId, Identity>,
+    /// and the agent asks for seeds and addresses every Raft tick. A hash
+    /// map: looked up for every packet and never walked in order.
+    active: FnvHashMap<NodeId, Identity>,
     /// The node ids in `active`, by role.
     active_by_role: BTreeMap<crate::Role, BTreeSet<NodeId>>,
     /// Bumped whenever a member of the role joins or leaves `active`.
@@ -872,7 +876,7 @@ impl Membership {
             accusations: BTreeMap::new(),
             probe: None,
             seeds: BTreeMap::new(),
-            last_heard: BTreeMap::new(),
+            last_heard: FnvHashMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             streams: VecDeque::new(),
@@ -880,7 +884,7 @@ impl Membership {
             left: false,
             foca_token: None,
             suspect_since: BTreeMap::new(),
-            active: BTreeMap::new(),
+            active: FnvHashMap::default(),
             active_by_role: BTreeMap::new(),
             active_versions: BTreeMap::new(),
             seen: Some(SeenUpdates::default()),
@@ -1098,7 +1102,7 @@ impl Membership {
     }
 
     /// Whether `node_id` is this node or an active (alive or suspect)
-    /// member, with `role`; O(log n).
+    /// member, with `role`; O(1).
     pub fn is_active_with_role(&self, node_id: &NodeId, role: crate::Role) -> bool {
         let me = self.identity();
         if *node_id == me.node_id {
