@@ -262,8 +262,9 @@ pub struct NodeCore<S: LogStore> {
     /// The membership's seed version when the pull target and leader hint
     /// were last checked against it (`None`: check at the next tick).
     seeds_checked: Option<u64>,
-    /// The catalog index at which this agent last found itself registered
-    /// (nothing to check again until the catalog changes).
+    /// The catalog's node version (see `nodes_version`) at which this agent
+    /// last found itself registered: nothing to check again until a node
+    /// record changes.
     registered_at: Option<CatalogIndex>,
     outbox: VecDeque<Outgoing>,
     completions: VecDeque<Completion>,
@@ -1499,11 +1500,23 @@ impl<S: LogStore> NodeCore<S> {
 
     // ----- registration -----
 
+    /// A catalog index that changes whenever a node record may have: the
+    /// last entry that changed one, or (for a catalog restored from a
+    /// snapshot of a format that did not say) every applied entry.
+    fn nodes_version(&self) -> CatalogIndex {
+        let catalog = self.catalog();
+        match catalog.nodes_changed_at() {
+            CatalogIndex(0) => catalog.applied_index(),
+            changed => changed,
+        }
+    }
+
     /// Registers this agent in the catalog (and marks it active) once a
     /// leader is known; retried until the catalog shows it.
     fn register(&mut self, now: Duration) {
         let applied = self.catalog().applied_index();
-        if self.leader().is_none() || applied.0 == 0 || self.registered_at == Some(applied) {
+        let nodes_version = self.nodes_version();
+        if self.leader().is_none() || applied.0 == 0 || self.registered_at == Some(nodes_version) {
             return;
         }
         let generation = shoal_consensus::Generation(self.config.identity.generation.0);
@@ -1519,7 +1532,7 @@ impl<S: LogStore> NodeCore<S> {
                     && !matches!(record.status, NodeStatus::Removed | NodeStatus::Joining)
             })
         {
-            self.registered_at = Some(applied);
+            self.registered_at = Some(nodes_version);
             return;
         }
         let identity = self.config.identity.clone();
