@@ -1229,15 +1229,11 @@ impl Membership {
                 }
             }
             CoreTimer::SeedAnnounce => {
-                let alive: BTreeSet<NodeId> = self
-                    .foca
-                    .iter_members()
-                    .map(|member| member.id().node_id.clone())
-                    .collect();
+                // `active` holds exactly foca's active members.
                 let lonely: Vec<(NodeId, SocketAddr)> = self
                     .seeds
                     .iter()
-                    .filter(|(node_id, _)| !alive.contains(*node_id))
+                    .filter(|(node_id, _)| !self.active.contains_key(*node_id))
                     .map(|(node_id, addr)| (node_id.clone(), *addr))
                     .collect();
                 for (node_id, addr) in lonely {
