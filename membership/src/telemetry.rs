@@ -747,8 +747,8 @@ impl TelemetryStore {
     pub fn digest(&self, now: Duration) -> Digest {
         Digest::from_sorted(
             self.map
-                .records()
-                .map(|record| (&record.node_id, record.version)),
+                .versions()
+                .map(|(node_id, version, _)| (node_id, version)),
             self.map
                 .tombstones()
                 .filter_map(|(node_id, _)| self.tombstone_wire(now, node_id))
@@ -807,11 +807,10 @@ impl TelemetryStore {
         // in node order and a stable sort on the two flags finishes the job.
         let mut theirs = peer_records.iter().peekable();
         let mut candidates: Vec<(bool, bool, &HeldRecord)> = Vec::new();
-        for held in self.map.held_records() {
-            let record = held.record();
+        for (node_id, version, held) in self.map.versions() {
             let mut their_version = None;
             while let Some(entry) = theirs.peek() {
-                match entry.cmp_node(&record.node_id) {
+                match entry.cmp_node(node_id) {
                     std::cmp::Ordering::Less => {
                         theirs.next();
                     }
@@ -823,15 +822,15 @@ impl TelemetryStore {
                     std::cmp::Ordering::Greater => break,
                 }
             }
-            let newer = their_version.is_none_or(|theirs| theirs < record.version);
+            let newer = their_version.is_none_or(|theirs| theirs < version);
             let refused = peer_tombstones
-                .get(&record.node_id)
-                .is_some_and(|theirs| record.version.generation <= *theirs);
+                .get(node_id)
+                .is_some_and(|theirs| version.generation <= *theirs);
             if newer && !refused {
                 let wrapped = self
                     .anti_entropy_cursor
                     .as_ref()
-                    .is_some_and(|cursor| record.node_id <= *cursor);
+                    .is_some_and(|cursor| node_id <= cursor);
                 candidates.push((their_version.is_some(), wrapped, held));
             }
         }
