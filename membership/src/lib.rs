@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod codec;
 pub mod id;
 pub mod lifeguard;
+mod lookup;
 mod seen;
 pub mod swim;
 pub mod telemetry;

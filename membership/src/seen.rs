@@ -31,11 +31,10 @@
 
 use std::borrow::Cow;
 
-use fnv::FnvHashMap;
-
 use foca::{Header, Member, Message, State};
 
 use crate::codec::decode_item as decode;
+use crate::lookup::LookupMap;
 use crate::{Identity, NodeId};
 
 /// The rank of an update in foca's order of preference: an update replaces
@@ -66,10 +65,8 @@ pub(crate) struct Filtered<'a> {
 /// Per member, the strongest update foca has processed about it.
 #[derive(Debug, Default)]
 pub(crate) struct SeenUpdates {
-    /// A hash map: looked up for every update of every packet and never
-    /// walked, and a lookup in a tree of 1,000 ids was 6 % of a 1,000-agent
-    /// boot (BENCHMARKS.md, seventh round).
-    floors: FnvHashMap<NodeId, (Identity, u64)>,
+    /// Looked up for every update of every packet, never walked.
+    floors: LookupMap<NodeId, (Identity, u64)>,
 }
 
 impl SeenUpdates {

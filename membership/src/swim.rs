@@ -15,7 +15,6 @@ use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fnv::FnvHashMap;
 use foca::{
     AccumulatingRuntime, BroadcastHandler, Foca, Incarnation, Invalidates, Member, Message,
     OwnedNotification, PeriodicParams, ProbeNumber, State, Timer, TimerToken,
@@ -26,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{CLUSTER_NAME_LEN_MAX, DropReason, Envelope, MsgpackCodec};
 use crate::lifeguard::{LocalHealth, suspicion_timeout};
+use crate::lookup::LookupMap;
 use crate::seen::SeenUpdates;
 use crate::telemetry::{
     DatabaseReport, DeltaSource, HostMetrics, TelemetryAction, TelemetryConfig, TelemetryError,
@@ -741,9 +741,9 @@ pub struct Membership {
     /// probe number): where the origin listens, for the nack.
     helping: BTreeMap<(NodeId, NodeId, ProbeNumber), SocketAddr>,
     seeds: BTreeMap<NodeId, SocketAddr>,
-    /// When each member was last heard from. A hash map: written for every
-    /// packet received and never walked in order.
-    last_heard: FnvHashMap<NodeId, Duration>,
+    /// When each member was last heard from: written for every packet
+    /// received, never walked.
+    last_heard: LookupMap<NodeId, Duration>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     /// Anti-entropy messages for the driver to send on streams.
@@ -758,9 +758,9 @@ pub struct Membership {
     suspect_since: BTreeMap<NodeId, Duration>,
     /// Active members (alive or suspect) by node id, kept from foca's
     /// notifications: foca's own list is a vector walked from end to end,
-    /// and the agent asks for seeds and addresses every Raft tick. A hash
-    /// map: looked up for every packet and never walked in order.
-    active: FnvHashMap<NodeId, Identity>,
+    /// and the agent asks for seeds and addresses every Raft tick. Looked
+    /// up for every packet, never walked.
+    active: LookupMap<NodeId, Identity>,
     /// The node ids in `active`, by role.
     active_by_role: BTreeMap<crate::Role, BTreeSet<NodeId>>,
     /// Bumped whenever a member of the role joins or leaves `active`.
@@ -876,7 +876,7 @@ impl Membership {
             accusations: BTreeMap::new(),
             probe: None,
             seeds: BTreeMap::new(),
-            last_heard: FnvHashMap::default(),
+            last_heard: LookupMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             streams: VecDeque::new(),
@@ -884,7 +884,7 @@ impl Membership {
             left: false,
             foca_token: None,
             suspect_since: BTreeMap::new(),
-            active: FnvHashMap::default(),
+            active: LookupMap::default(),
             active_by_role: BTreeMap::new(),
             active_versions: BTreeMap::new(),
             seen: Some(SeenUpdates::default()),
@@ -2240,7 +2240,7 @@ impl Membership {
                 .iter_members()
                 .map(|member| (&member.id().node_id, member.id()))
                 .collect();
-            let indexed: BTreeMap<&NodeId, &Identity> = self.active.iter().collect();
+            let indexed = self.active.sorted();
             debug_assert_eq!(foca_active, indexed, "active index out of step with foca");
             let by_role: usize = self.active_by_role.values().map(BTreeSet::len).sum();
             debug_assert_eq!(by_role, self.active.len());
