@@ -21,7 +21,7 @@ impl<K, V> Default for LookupMap<K, V> {
     }
 }
 
-impl<K: Eq + Hash + Ord, V> LookupMap<K, V> {
+impl<K: Eq + Hash, V> LookupMap<K, V> {
     pub(crate) fn get(&self, key: &K) -> Option<&V> {
         self.0.get(key)
     }
@@ -53,7 +53,10 @@ impl<K: Eq + Hash + Ord, V> LookupMap<K, V> {
     }
 
     /// Every entry, in key order.
-    pub(crate) fn sorted(&self) -> BTreeMap<&K, &V> {
+    pub(crate) fn sorted(&self) -> BTreeMap<&K, &V>
+    where
+        K: Ord,
+    {
         self.0.iter().collect()
     }
 }

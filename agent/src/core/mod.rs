@@ -274,7 +274,7 @@ pub struct NodeCore<S: LogStore> {
     /// Nodes whose removal from the catalog was already turned into a
     /// telemetry tombstone here.
     telemetry_removed: BTreeSet<(shoal_consensus::NodeId, shoal_consensus::Generation)>,
-    /// The catalog's `nodes_changed_at` when `telemetry_removed` was last
+    /// The catalog's node version (see `nodes_version`) when `telemetry_removed` was last
     /// brought up to date (walking every node costs O(n) per agent, and the
     /// catalog changes far more often than its nodes do).
     telemetry_removed_at: Option<CatalogIndex>,
@@ -519,7 +519,7 @@ impl<S: LogStore> NodeCore<S> {
 
     /// Nodes the catalog marks `Removed` lose their telemetry everywhere.
     fn forget_removed_telemetry(&mut self, now: Duration) {
-        let index = self.catalog().nodes_changed_at();
+        let index = self.nodes_version();
         if self.telemetry_removed_at == Some(index) {
             return;
         }
