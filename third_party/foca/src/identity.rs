@@ -34,7 +34,11 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     /// an example of one)
     ///
     /// It's a good idea to have this type as lean as possible
-    type Addr: PartialEq;
+    ///
+    /// (Shoal's patch) Ordered: the member list keeps an index by
+    /// address, so that finding a member is a lookup, not a walk of
+    /// the whole list.
+    type Addr: Ord;
 
     /// Opt-in on auto-rejoining by providing a new identity.
     ///

@@ -2,7 +2,7 @@
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 extern crate alloc;
-use alloc::vec::Vec;
+use alloc::{collections::BTreeMap, vec::Vec};
 
 use rand::{
     RngExt,
@@ -133,14 +133,19 @@ impl<T> Member<T> {
     }
 }
 
-pub(crate) struct Members<T> {
+pub(crate) struct Members<T: crate::Identity> {
     pub(crate) inner: Vec<Member<T>>,
+    // (Shoal's patch) Where each address sits in `inner`. Every update
+    // foca receives is applied by address, so without it each one walked
+    // the whole list: O(n) per update, the largest cost of a 1,000-member
+    // cluster. Kept in step with every change to `inner`'s order.
+    index: BTreeMap<T::Addr, usize>,
     cursor: usize,
     num_active: usize,
 }
 
 #[cfg(test)]
-impl<T> Members<T> {
+impl<T: crate::Identity> Members<T> {
     pub(crate) fn len(&self) -> usize {
         self.inner.len()
     }
@@ -160,11 +165,34 @@ where
         //     inner is always empty outside of tests
         let num_active = inner.iter().filter(|member| member.is_active()).count();
 
-        Self {
+        let mut members = Self {
             cursor: 0,
             num_active,
             inner,
-        }
+            index: BTreeMap::new(),
+        };
+        members.reindex();
+        members
+    }
+
+    /// Rebuilds the index after `inner` was reordered wholesale.
+    fn reindex(&mut self) {
+        self.index = self
+            .inner
+            .iter()
+            .enumerate()
+            .map(|(position, member)| (member.id.addr(), position))
+            .collect();
+    }
+
+    /// Records where the member at `position` now sits.
+    fn index_at(&mut self, position: usize) {
+        let addr = self.inner[position].id.addr();
+        self.index.insert(addr, position);
+    }
+
+    fn position(&self, id: &T) -> Option<usize> {
+        self.index.get(&id.addr()).copied()
     }
 
     // Next member that's considered active
@@ -173,6 +201,7 @@ where
         // Round-robin with a shuffle at the end
         if self.cursor >= self.inner.len() {
             self.inner.shuffle(&mut rng);
+            self.reindex();
             self.cursor = 0;
         }
 
@@ -265,12 +294,17 @@ where
     }
 
     pub(crate) fn remove_if_down(&mut self, id: &T) -> Option<Member<T>> {
-        let position = self
-            .inner
-            .iter()
-            .position(|member| &member.id == id && member.state == State::Down);
-
-        position.map(|pos| self.inner.swap_remove(pos))
+        let position = self.position(id).filter(|&pos| {
+            let member = &self.inner[pos];
+            &member.id == id && member.state == State::Down
+        })?;
+        let removed = self.inner.swap_remove(position);
+        self.index.remove(&removed.id.addr());
+        if position < self.inner.len() {
+            // The last member moved into the hole.
+            self.index_at(position);
+        }
+        Some(removed)
     }
 
     pub(crate) fn iter_active(&self) -> impl Iterator<Item = &Member<T>> {
@@ -278,9 +312,10 @@ where
     }
 
     pub(crate) fn is_active(&self, id: &T) -> bool {
-        self.inner
-            .iter()
-            .any(|member| &member.id == id && member.is_active())
+        self.position(id).is_some_and(|pos| {
+            let member = &self.inner[pos];
+            &member.id == id && member.is_active()
+        })
     }
 
     pub(crate) fn apply_existing_if<F: Fn(&Member<T>) -> bool>(
@@ -288,11 +323,7 @@ where
         mut update: Member<T>,
         condition: F,
     ) -> Option<ApplySummary<T>> {
-        if let Some(known_member) = self
-            .inner
-            .iter_mut()
-            .find(|member| member.id.addr() == update.id().addr())
-        {
+        if let Some(known_member) = self.position(update.id()).map(|pos| &mut self.inner[pos]) {
             let id_conflict = known_member.id != update.id;
 
             // If the update wins the conflict, the full member
@@ -371,6 +402,8 @@ where
                     .unwrap_or(inserted_at);
 
                 self.inner.swap(swap_idx, inserted_at);
+                self.index_at(swap_idx);
+                self.index_at(inserted_at);
 
                 if is_active_now {
                     self.num_active = self.num_active.saturating_add(1);
@@ -840,5 +873,61 @@ mod tests {
 
         assert_eq!(ConflictResult::Lost, summary.conflict,);
         assert!(!summary.apply_successful, "must not apply if conflict lost");
+    }
+
+    /// (Shoal's patch) The address index names each member's position
+    /// through every kind of change: joins (swapped into a random place),
+    /// state changes, identity replacements, removals (the last member
+    /// fills the hole) and the probe order's reshuffles.
+    #[test]
+    fn index_follows_every_change_of_order() {
+        use rand::RngExt;
+
+        fn assert_indexed(members: &Members<crate::testing::ID>) {
+            assert_eq!(
+                members.index.len(),
+                members.inner.len(),
+                "one entry per member"
+            );
+            for (position, member) in members.inner.iter().enumerate() {
+                assert_eq!(members.index.get(&member.id.addr()), Some(&position));
+            }
+        }
+
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut members = Members::new(Vec::new());
+        let (mut joins, mut removals, mut replacements) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let mut id = crate::testing::ID::new(rng.random_range(1..=40)).rejoinable();
+            for _ in 0..rng.random_range(0..3) {
+                id = id.renew().expect("rejoinable");
+            }
+            match rng.random_range(0..10) {
+                0..=5 => {
+                    let state = [State::Alive, State::Suspect, State::Down][rng.random_range(0..3)];
+                    let len = members.inner.len();
+                    let summary =
+                        members.apply(Member::new(id, rng.random_range(0..4), state), &mut rng);
+                    joins += usize::from(members.inner.len() > len);
+                    replacements +=
+                        usize::from(matches!(summary.conflict, ConflictResult::Replaced(_)));
+                }
+                6..=7 => removals += usize::from(members.remove_if_down(&id).is_some()),
+                _ => {
+                    let _ = members.next(&mut rng);
+                }
+            }
+            assert_indexed(&members);
+            let known = members.inner.iter().filter(|m| m.id == id);
+            assert_eq!(
+                members.is_active(&id),
+                known.clone().any(Member::is_active),
+                "is_active agrees with the list"
+            );
+        }
+        assert!(
+            joins > 100 && removals > 100 && replacements > 100,
+            "{joins} {removals} {replacements}"
+        );
     }
 }
