@@ -179,7 +179,6 @@ impl Metrics {
             .absolute(core.stats().membership_stream_bytes);
         metrics::counter!("shoal_swim_push_pulls_total").absolute(stats.push_pulls);
         metrics::counter!("shoal_swim_push_pulls_in_sync_total").absolute(stats.push_pulls_in_sync);
-        metrics::counter!("shoal_swim_updates_left_out_total").absolute(stats.updates_left_out);
         metrics::counter!("shoal_telemetry_relays_total").absolute(stats.telemetry_relays);
         metrics::gauge!("shoal_swim_broadcast_backlog").set(membership.broadcast_backlog() as f64);
         metrics::gauge!("shoal_alerts_active").set(core.alerts().len() as f64);

@@ -12,7 +12,6 @@ pub mod codec;
 pub mod id;
 pub mod lifeguard;
 mod lookup;
-mod seen;
 pub mod swim;
 pub mod telemetry;
 

@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{CLUSTER_NAME_LEN_MAX, DropReason, Envelope, MsgpackCodec};
 use crate::lifeguard::{LocalHealth, suspicion_timeout};
 use crate::lookup::LookupMap;
-use crate::seen::SeenUpdates;
 use crate::telemetry::{
     DatabaseReport, DeltaSource, HostMetrics, TelemetryAction, TelemetryConfig, TelemetryError,
     TelemetryKey, TelemetryStore,
@@ -417,9 +416,6 @@ pub struct Stats {
     pub push_pulls: u64,
     /// Periodic push-pulls skipped because both tables had the same summary.
     pub push_pulls_in_sync: u64,
-    /// Updates left out of received packets before foca saw them, because
-    /// foca had already processed one at least as strong about the member.
-    pub updates_left_out: u64,
     /// Stream messages that did not decode.
     pub streams_dropped: u64,
     /// Gossip rounds sent out of turn to spread a down verdict.
@@ -486,9 +482,6 @@ impl ProbeAsked {
 const BROADCAST_ACCUSATION: u8 = 1;
 /// First byte of a custom broadcast carrying a telemetry delta.
 const BROADCAST_TELEMETRY: u8 = 2;
-
-/// A packet's sender and the updates foca was handed from it.
-type Processed = (Identity, Vec<Member<Identity>>);
 
 /// What foca keeps per custom broadcast in its dissemination backlog.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -765,9 +758,6 @@ pub struct Membership {
     active_by_role: BTreeMap<crate::Role, BTreeSet<NodeId>>,
     /// Bumped whenever a member of the role joins or leaves `active`.
     active_versions: BTreeMap<crate::Role, u64>,
-    /// Updates foca has processed, to leave repeats out of packets (`None`:
-    /// every update goes to foca; for the equivalence test).
-    seen: Option<SeenUpdates>,
     /// A member went down in this node's view: gossip the verdict now
     /// rather than at the next gossip period (see `drain_runtime`).
     gossip_now: bool,
@@ -887,7 +877,6 @@ impl Membership {
             active: LookupMap::default(),
             active_by_role: BTreeMap::new(),
             active_versions: BTreeMap::new(),
-            seen: Some(SeenUpdates::default()),
             gossip_now: false,
             gossiped_early_at: None,
             probes_asked: VecDeque::new(),
@@ -960,10 +949,7 @@ impl Membership {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         self.inbox.lock().expected_src = from.cloned();
-        let (received, processed) = match self.receive(packet) {
-            Ok(processed) => (Ok(()), processed),
-            Err(reason) => (Err(reason), None),
-        };
+        let received = self.receive(packet);
         let impersonation = {
             let mut inbox = self.inbox.lock();
             inbox.expected_src = None;
@@ -983,13 +969,6 @@ impl Membership {
         }
         self.take_inbox(now);
         self.drain_runtime(now);
-        // foca processed the updates only if it held the sender active (the
-        // active index is current once the runtime is drained).
-        if let (Some((src, kept)), Some(seen)) = (processed, &mut self.seen)
-            && self.active.get(&src.node_id) == Some(&src)
-        {
-            seen.record(&self.foca.identity().node_id, kept);
-        }
     }
 
     /// Records a datagram the driver dropped before handing it over (for
@@ -1000,35 +979,22 @@ impl Membership {
         *self.stats.drops.entry(reason).or_default() += 1;
     }
 
-    /// Hands a packet to foca, without the updates it would ignore. Returns
-    /// the sender and the updates foca was given, if any.
-    fn receive(&mut self, packet: &[u8]) -> Result<Option<Processed>, DropReason> {
+    /// Hands a packet to foca.
+    fn receive(&mut self, packet: &[u8]) -> Result<(), DropReason> {
         if packet.len() > self.config.packet_bytes_max {
             return Err(DropReason::TooBig);
         }
         let payload = self.envelope.open(packet)?;
         if let Some((&NACK_MARKER, body)) = payload.split_first() {
-            self.receive_nack(body)?;
-            return Ok(None);
-        }
-        let filtered = self
-            .seen
-            .as_ref()
-            .and_then(|seen| seen.filter(self.foca.identity(), payload));
-        let data = filtered
-            .as_ref()
-            .map_or(payload, |filtered| &filtered.payload);
-        if let Some(filtered) = &filtered {
-            self.stats.updates_left_out += filtered.left_out as u64;
+            return self.receive_nack(body);
         }
         self.foca
-            .handle_data(data, &mut self.runtime)
+            .handle_data(payload, &mut self.runtime)
             .map_err(|error| match error {
                 foca::Error::DataFromOurselves => DropReason::FromSelf,
                 foca::Error::DataTooBig => DropReason::TooBig,
                 _ => DropReason::Decode,
-            })?;
-        Ok(filtered.map(|filtered| (filtered.src, filtered.kept)))
+            })
     }
 
     /// When [`Membership::handle_timeout`] should next be called.
@@ -1210,9 +1176,6 @@ impl Membership {
                     self.stats.suspicions_expired += 1;
                     // See check_suspicion: the suspicion outlives token changes.
                     *token = self.foca_token.unwrap_or(*token);
-                }
-                if let (Timer::RemoveDown(identity), Some(seen)) = (&timer, &mut self.seen) {
-                    seen.forget(&identity.node_id);
                 }
                 if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                     tracing::debug!(%error, "foca timer");
@@ -1404,11 +1367,6 @@ impl Membership {
                 })
             })
             .collect();
-        if let Some(seen) = &mut self.seen {
-            for row in &news {
-                seen.forget(&row.id().node_id);
-            }
-        }
         // Rows about this node go to foca too: a stale suspicion of us that
         // gossip stopped repeating reaches us here, and foca refutes it.
         if let Err(error) = self
@@ -2290,116 +2248,6 @@ mod tests {
             membership.handle_datagram(Duration::from_millis(10), None, &hello);
         }
         membership
-    }
-
-    /// What foca holds, in a stable order.
-    fn foca_view(membership: &Membership) -> Vec<(Identity, Incarnation, State)> {
-        let mut view: Vec<_> = membership
-            .foca
-            .iter_membership_state()
-            .map(|member| (member.id().clone(), member.incarnation(), member.state()))
-            .collect();
-        view.sort_by(|a, b| a.0.cmp(&b.0));
-        view
-    }
-
-    /// Leaving repeated updates out of packets changes nothing foca does:
-    /// a member with the filter and one without, fed the same random
-    /// packets (updates about a few members in two generations, every
-    /// state and several incarnations; packets to us, to an old identity of
-    /// ours and to others; senders alive and down) and timers, hold the same
-    /// member table and send the same packets at every step.
-    #[test]
-    fn leaving_out_repeated_updates_changes_nothing() {
-        let mut config = MembershipConfig::new("test");
-        config.remove_down_after = Duration::from_secs(3);
-        config.suspect_timeout_max = Duration::from_secs(3);
-        let me = identity(0, 2, 0);
-        let mut left_out = 0;
-        for seed in 0..64 {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let mut now = Duration::ZERO;
-            let mut filtered = Membership::new(me.clone(), config.clone(), seed, now).unwrap();
-            let mut plain = Membership::new(me.clone(), config.clone(), seed, now).unwrap();
-            plain.seen = None;
-            let envelope = Envelope::new("test");
-            let random_member = |rng: &mut ChaCha8Rng| {
-                let index = rng.random_range(0..6u8);
-                let generation = if index == 0 {
-                    2
-                } else {
-                    rng.random_range(1..3)
-                };
-                let id = identity(index, generation, rng.random_range(0..2));
-                let state = [State::Alive, State::Suspect, State::Down][rng.random_range(0..3)];
-                Member::new(id, rng.random_range(0..4), state)
-            };
-            let mut sent: Vec<Vec<u8>> = Vec::new();
-            for _ in 0..300 {
-                now += Duration::from_millis(rng.random_range(0..400));
-                // SWIM repeats itself: replay an earlier packet at times.
-                if !sent.is_empty() && rng.random_range(0..3) == 0 {
-                    let packet = sent[rng.random_range(0..sent.len())].clone();
-                    for membership in [&mut filtered, &mut plain] {
-                        membership.handle_datagram(now, None, &packet);
-                    }
-                    assert_eq!(foca_view(&filtered), foca_view(&plain), "seed {seed}");
-                    continue;
-                }
-                let src = identity(rng.random_range(1..6), rng.random_range(1..3), 0);
-                let dst = match rng.random_range(0..10) {
-                    0 => identity(0, 1, 0),
-                    1 => identity(3, 1, 0),
-                    _ => me.clone(),
-                };
-                let message = match rng.random_range(0..4) {
-                    0 => Message::Announce,
-                    1 => Message::Ack(rng.random_range(0..4)),
-                    _ => Message::Gossip,
-                };
-                let header = Header {
-                    src,
-                    src_incarnation: rng.random_range(0..3),
-                    dst,
-                    message: message.clone(),
-                };
-                let mut payload = Vec::new();
-                MsgpackCodec.encode_header(&header, &mut payload).unwrap();
-                if message != Message::Announce {
-                    let count: u16 = rng.random_range(0..8);
-                    payload.extend_from_slice(&count.to_be_bytes());
-                    for _ in 0..count {
-                        MsgpackCodec
-                            .encode_member(&random_member(&mut rng), &mut payload)
-                            .unwrap();
-                    }
-                }
-                let packet = envelope.wrap(&payload);
-                sent.push(packet.clone());
-                for membership in [&mut filtered, &mut plain] {
-                    membership.handle_datagram(now, None, &packet);
-                    membership.handle_timeout(now);
-                }
-                assert_eq!(foca_view(&filtered), foca_view(&plain), "seed {seed}");
-                loop {
-                    let (a, b) = (filtered.poll_transmit(), plain.poll_transmit());
-                    assert_eq!(
-                        a.as_ref().map(|t| (&t.node_id, &t.payload)),
-                        b.as_ref().map(|t| (&t.node_id, &t.payload)),
-                        "seed {seed}"
-                    );
-                    if a.is_none() {
-                        break;
-                    }
-                }
-            }
-            left_out += filtered.stats().updates_left_out;
-            assert_eq!(plain.stats().updates_left_out, 0);
-        }
-        assert!(
-            left_out > 500,
-            "the filter left out only {left_out} updates"
-        );
     }
 
     /// A datagram from `src` to `dst`: `message`, `updates`, then
