@@ -694,6 +694,9 @@ enum CoreTimer {
     /// answered: (target, origin, probe number).
     HelpCheck((NodeId, NodeId, ProbeNumber)),
     SeedAnnounce,
+    /// Ask a suspect this node heard of (and does not time itself) again,
+    /// unless its suspicion ended or was settled.
+    AskSuspect(NodeId),
     Prune,
     Telemetry,
     PushPull,
@@ -1161,6 +1164,23 @@ impl Membership {
         self.timers.insert((at, self.timer_seq), timer);
     }
 
+    /// Asks a suspect this node heard of whether it lives (an announce: its
+    /// reply carries its incarnation, or the identity it rejoined under),
+    /// and asks again every `suspect_timeout_min` until the suspicion ends
+    /// or is settled. One ask is not enough: it or its answer may be lost,
+    /// and nothing else may reach this node from the suspect before the
+    /// settler declares it down (the stalled-observer case: everyone else
+    /// has stopped repeating the refutation). An ask to a member that is
+    /// really gone costs one small datagram.
+    fn ask_suspect(&mut self, now: Duration, suspect: &Identity) {
+        self.stats.suspects_asked += 1;
+        self.announce_to(suspect.node_id.clone(), suspect.addr);
+        self.schedule(
+            now + self.config.suspect_timeout_min,
+            CoreTimer::AskSuspect(suspect.node_id.clone()),
+        );
+    }
+
     fn announce_to(&mut self, node_id: NodeId, addr: SocketAddr) {
         let target = Identity::placeholder(node_id, addr);
         if let Err(error) = self.foca.announce(target, &mut self.runtime) {
@@ -1208,6 +1228,20 @@ impl Membership {
                     self.config.seed_announce_period
                 };
                 self.schedule(now + period, CoreTimer::SeedAnnounce);
+            }
+            CoreTimer::AskSuspect(node_id) => {
+                let suspect = self
+                    .foca
+                    .iter_membership_state()
+                    .find(|member| member.id().node_id == node_id)
+                    .filter(|member| member.state() == State::Suspect)
+                    .map(|member| member.id().clone());
+                if let Some(suspect) = suspect
+                    && self.suspect_since.contains_key(&node_id)
+                    && !self.suspicions.contains_key(&node_id)
+                {
+                    self.ask_suspect(now, &suspect);
+                }
             }
             CoreTimer::Prune => {
                 self.prune(now);
@@ -1570,8 +1604,7 @@ impl Membership {
                     // suspicion. An observer that was stalled while the
                     // refutation spread has no other way to hear it.
                     if !self.suspicions.contains_key(&suspect.node_id) {
-                        self.stats.suspects_asked += 1;
-                        self.announce_to(suspect.node_id.clone(), suspect.addr);
+                        self.ask_suspect(now, &suspect);
                     }
                     now
                 }
@@ -2388,11 +2421,15 @@ mod tests {
     }
 
     /// A member this node heard is suspect, but does not time itself, is
-    /// asked directly whether it lives before anyone settles it; its answer
-    /// (a newer incarnation) ends the suspicion.
+    /// asked directly whether it lives before anyone settles it, and again
+    /// while no answer comes; its answer (a newer incarnation) ends the
+    /// suspicion and the asking.
     #[test]
     fn a_suspect_heard_of_by_gossip_is_asked_directly() {
-        let config = MembershipConfig::new("test");
+        let mut config = MembershipConfig::new("test");
+        // This node does not probe the suspect itself within the test (a
+        // failed probe of its own would make the suspicion its own).
+        config.probe_period = Duration::from_secs(600);
         let me = identity(0, 1, 0);
         let (suspect, gossiper) = (identity(1, 1, 0), identity(2, 1, 0));
         let mut membership = knowing(&config, &me, &[&suspect, &gossiper]);
@@ -2415,7 +2452,13 @@ mod tests {
         assert_announced(&mut membership, &suspect, 0);
         assert_eq!(membership.stats().suspects_asked, 1);
 
-        // Its answer refutes the suspicion.
+        // The ask or its answer was lost: it is asked again.
+        now += config.suspect_timeout_min;
+        membership.handle_timeout(now);
+        assert_announced(&mut membership, &suspect, 0);
+        assert_eq!(membership.stats().suspects_asked, 2);
+
+        // Its answer refutes the suspicion, and the asking stops.
         now += Duration::from_millis(10);
         membership.handle_datagram(
             now,
@@ -2426,6 +2469,16 @@ mod tests {
             membership.lookup(&suspect.node_id).unwrap().1,
             MemberState::Alive
         );
+        for _ in 0..3 {
+            now += config.suspect_timeout_min;
+            membership.handle_timeout(now);
+            let announces = sent_to(&mut membership, &suspect)
+                .into_iter()
+                .filter(|header| header.message == Message::Announce)
+                .count();
+            assert_eq!(announces, 0);
+        }
+        assert_eq!(membership.stats().suspects_asked, 2);
     }
 
     /// The payload of a nack from `helper` about `target`'s probe `number`.
