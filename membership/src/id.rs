@@ -306,7 +306,7 @@ thread_local! {
 /// Decodes a [`MemberMeta`] and returns the shared copy of that value.
 /// Every SWIM update carries an identity: without sharing, an agent held
 /// one copy of a member's labels per update it had kept about that member
-/// (foca's table, the repeat filter, broadcasts), about a quarter of the
+/// (foca's table, broadcasts), about a quarter of the
 /// simulator's memory at 200 agents.
 fn interned_meta<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
