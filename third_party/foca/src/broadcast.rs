@@ -454,6 +454,7 @@ mod tests {
         buf.advance(3);
         assert!(buf.is_empty());
     }
+
     /// (Shoal's patch) Stopping a fill early leaves nothing behind that
     /// would have fit: after every fill, each pending entry is longer than
     /// the room left (or the item limit was reached), the length counts
