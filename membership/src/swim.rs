@@ -1172,12 +1172,12 @@ impl Membership {
     /// settler declares it down (the stalled-observer case: everyone else
     /// has stopped repeating the refutation). An ask to a member that is
     /// really gone costs one small datagram.
-    fn ask_suspect(&mut self, now: Duration, suspect: &Identity) {
+    fn ask_suspect(&mut self, now: Duration, node_id: NodeId, addr: SocketAddr) {
         self.stats.suspects_asked += 1;
-        self.announce_to(suspect.node_id.clone(), suspect.addr);
+        self.announce_to(node_id.clone(), addr);
         self.schedule(
             now + self.config.suspect_timeout_min,
-            CoreTimer::AskSuspect(suspect.node_id.clone()),
+            CoreTimer::AskSuspect(node_id),
         );
     }
 
@@ -1230,17 +1230,11 @@ impl Membership {
                 self.schedule(now + period, CoreTimer::SeedAnnounce);
             }
             CoreTimer::AskSuspect(node_id) => {
-                let suspect = self
-                    .foca
-                    .iter_membership_state()
-                    .find(|member| member.id().node_id == node_id)
-                    .filter(|member| member.state() == State::Suspect)
-                    .map(|member| member.id().clone());
-                if let Some(suspect) = suspect
+                if let Some((addr, MemberState::Suspect)) = self.lookup(&node_id)
                     && self.suspect_since.contains_key(&node_id)
                     && !self.suspicions.contains_key(&node_id)
                 {
-                    self.ask_suspect(now, &suspect);
+                    self.ask_suspect(now, node_id, addr);
                 }
             }
             CoreTimer::Prune => {
@@ -1604,7 +1598,7 @@ impl Membership {
                     // suspicion. An observer that was stalled while the
                     // refutation spread has no other way to hear it.
                     if !self.suspicions.contains_key(&suspect.node_id) {
-                        self.ask_suspect(now, &suspect);
+                        self.ask_suspect(now, suspect.node_id.clone(), suspect.addr);
                     }
                     now
                 }
