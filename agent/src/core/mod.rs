@@ -1447,13 +1447,12 @@ impl<S: LogStore> NodeCore<S> {
         if self.pull_in_flight.is_some() {
             return;
         }
-        let seeds = self.reachable_seeds();
         let target = match &self.leader_hint {
-            Some(leader) if seeds.contains(leader) => Some(leader.clone()),
-            _ if seeds.is_empty() => None,
+            Some(leader) if self.seed_reachable(leader) => Some(leader.clone()),
             _ => {
-                let pick = self.rng.random_range(0..seeds.len());
-                seeds.iter().nth(pick).cloned()
+                let seeds = self.reachable_seeds();
+                let pick = (!seeds.is_empty()).then(|| self.rng.random_range(0..seeds.len()));
+                pick.and_then(|pick| seeds.into_iter().nth(pick))
             }
         };
         let Some(target) = target.filter(|target| *target != self.node_id) else {
@@ -1466,9 +1465,15 @@ impl<S: LogStore> NodeCore<S> {
 
     /// Where a copy sends writes and catalog pulls first; checked against
     /// SWIM at the next tick.
+    ///
+    /// A hint that did not change was checked already (and is checked
+    /// again when the seeds SWIM sees change), so only a new one resets the
+    /// check: every batch of entries names the leader.
     fn set_leader_hint(&mut self, leader: Option<shoal_consensus::NodeId>) {
-        self.leader_hint = leader;
-        self.seeds_checked = None;
+        if self.leader_hint != leader {
+            self.leader_hint = leader;
+            self.seeds_checked = None;
+        }
     }
 
     /// Seeds seen alive through SWIM (this agent included if it is one).
