@@ -15,6 +15,7 @@
 //! nodes share an id.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,16 +69,19 @@ impl fmt::Display for NodeId {
 ///
 /// Constraints (checked by [`RequestId::new`]): 1 to [`REQUEST_ID_LEN_MAX`] bytes of
 /// ASCII letters, digits, `-`, `_`, `.` and `:`.
+///
+/// Shared, so that the catalog's copies of one id (its dedup window, the
+/// window's age order, the audit trail) are one allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RequestId(String);
+pub struct RequestId(Arc<str>);
 
 impl RequestId {
     /// Validates and wraps a request id.
     pub fn new(id: impl Into<String>) -> Result<Self, Error> {
         let id = id.into();
         if valid_request_id(&id) {
-            Ok(Self(id))
+            Ok(Self(Arc::from(id)))
         } else {
             Err(Error::InvalidRequestId { id })
         }

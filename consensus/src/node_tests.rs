@@ -470,12 +470,12 @@ fn a_catalog_copy_follows_by_shipped_entries_and_snapshot() {
     // The audit trail travels with it: one record per command, in order.
     let audit: Vec<_> = copy
         .audit()
-        .map(|record| record.request_id.clone())
+        .map(|record| record.request_id.as_str())
         .collect();
     assert_eq!(audit, ["c0", "c1", "c2", "c3", "c4"]);
     let last = copy.audit().last().unwrap();
     assert_eq!(
-        (last.op.as_str(), last.detail.as_str(), last.result.as_str()),
+        (&*last.op, last.detail.as_str(), &*last.result),
         ("set_config", "key=k", "ok")
     );
 }

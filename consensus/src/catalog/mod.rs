@@ -23,6 +23,7 @@ mod apply;
 mod command;
 mod types;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -151,13 +152,13 @@ pub struct AuditRecord {
     /// Who issued it.
     pub actor: String,
     /// Its request id.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The operation's name (`set_config`, `create_table`, ...).
-    pub op: String,
+    pub op: Cow<'static, str>,
     /// The operation's main arguments, abbreviated (never a secret).
     pub detail: String,
     /// `ok`, or the error code it was rejected with.
-    pub result: String,
+    pub result: Cow<'static, str>,
 }
 
 /// One applied log entry as shipped to the catalog copies of non-seed agents, which
@@ -509,12 +510,12 @@ impl Catalog {
             index,
             time_unix_ms: command.time_unix_ms,
             actor: command.actor.0.clone(),
-            request_id: command.request_id.to_string(),
-            op: command.op.name().to_owned(),
+            request_id: command.request_id.clone(),
+            op: Cow::Borrowed(command.op.name()),
             detail,
             result: match result {
-                Ok(_) => "ok".to_owned(),
-                Err(error) => error.code().to_owned(),
+                Ok(_) => Cow::Borrowed("ok"),
+                Err(error) => Cow::Borrowed(error.code()),
             },
         });
     }
