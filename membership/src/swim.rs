@@ -1261,13 +1261,7 @@ impl Membership {
                 );
             }
             CoreTimer::PushPull => {
-                let peers: Vec<(NodeId, SocketAddr)> = self
-                    .foca
-                    .iter_members()
-                    .map(|member| (member.id().node_id.clone(), member.id().addr))
-                    .collect();
-                if !peers.is_empty() {
-                    let (node_id, addr) = peers[self.rng.random_range(0..peers.len())].clone();
+                if let Some((node_id, addr)) = self.random_member() {
                     let mut payload = vec![STREAM_MEMBERS_SUMMARY];
                     payload.extend_from_slice(&self.members_summary().to_be_bytes());
                     self.queue_stream(StreamOut {
@@ -1423,15 +1417,9 @@ impl Membership {
     }
 
     fn start_anti_entropy(&mut self, now: Duration) {
-        let peers: Vec<(NodeId, SocketAddr)> = self
-            .foca
-            .iter_members()
-            .map(|member| (member.id().node_id.clone(), member.id().addr))
-            .collect();
-        if peers.is_empty() {
+        let Some((node_id, addr)) = self.random_member() else {
             return;
-        }
-        let (node_id, addr) = peers[self.rng.random_range(0..peers.len())].clone();
+        };
         match self.with_telemetry_mut(|store| store.start_anti_entropy(now)) {
             Ok(request) => {
                 let mut payload = vec![STREAM_TELEMETRY];
@@ -1444,6 +1432,21 @@ impl Membership {
             }
             Err(error) => tracing::debug!(%error, "anti-entropy request"),
         }
+    }
+
+    /// A uniformly random active member, drawn without collecting the
+    /// member list (the same draw as indexing the collected list).
+    fn random_member(&mut self) -> Option<(NodeId, SocketAddr)> {
+        let count = self.foca.num_members();
+        debug_assert_eq!(count, self.foca.iter_members().count());
+        if count == 0 {
+            return None;
+        }
+        let pick = self.rng.random_range(0..count);
+        self.foca
+            .iter_members()
+            .nth(pick)
+            .map(|member| (member.id().node_id.clone(), member.id().addr))
     }
 
     fn queue_stream(&mut self, out: StreamOut) {

@@ -1447,9 +1447,15 @@ impl<S: LogStore> NodeCore<S> {
         if self.pull_in_flight.is_some() {
             return;
         }
+        // Past the check above, a hint names a seed SWIM has not declared
+        // down: a new hint resets the check, and so does any change of the
+        // seeds SWIM sees.
         let target = match &self.leader_hint {
-            Some(leader) if self.seed_reachable(leader) => Some(leader.clone()),
-            _ => {
+            Some(leader) => {
+                debug_assert!(self.seed_reachable(leader), "hint checked above");
+                Some(leader.clone())
+            }
+            None => {
                 let seeds = self.reachable_seeds();
                 let pick = (!seeds.is_empty()).then(|| self.rng.random_range(0..seeds.len()));
                 pick.and_then(|pick| seeds.into_iter().nth(pick))
