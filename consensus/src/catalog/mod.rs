@@ -24,7 +24,7 @@ mod command;
 mod types;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
 
 use serde::{Deserialize, Serialize};
 
@@ -477,20 +477,31 @@ impl Catalog {
         let op_bytes = rmp_serde::to_vec_named(&command.op)
             .expect("a decoded op always re-encodes (plain data, string keys)");
         let op_sha256 = sha256(&[&op_bytes]);
-        if let Some(record) = self.requests.get(&command.request_id) {
-            if record.op_sha256 == op_sha256 {
-                return record.result.clone();
+        // One search of the dedup window both answers a retry and keeps the
+        // place for a new request.
+        let slot = match self.requests.entry(command.request_id.clone()) {
+            btree_map::Entry::Occupied(known) => {
+                let record = known.get();
+                if record.op_sha256 == op_sha256 {
+                    return record.result.clone();
+                }
+                return Err(CommandError::RequestIdReused {
+                    first_index: record.index,
+                });
             }
-            return Err(CommandError::RequestIdReused {
-                first_index: record.index,
-            });
-        }
+            btree_map::Entry::Vacant(slot) => slot,
+        };
         let result = apply::apply_op(&mut self.state, index, &command);
         if result.is_ok() && command.op.changes_nodes() {
             self.nodes_changed_at = index;
         }
+        slot.insert(RequestRecord {
+            index,
+            op_sha256,
+            result: result.clone(),
+        });
         self.record_audit(index, &command, &result);
-        self.remember(index, command.request_id, op_sha256, result.clone());
+        self.remember(index, command.request_id);
         result
     }
 
@@ -520,29 +531,18 @@ impl Catalog {
         });
     }
 
-    fn remember(
-        &mut self,
-        index: CatalogIndex,
-        request_id: RequestId,
-        op_sha256: Digest,
-        result: CommandResult,
-    ) {
-        if self.requests.len() >= REQUESTS_REMEMBERED_MAX {
+    /// Notes the age of a request just added to the dedup window, and keeps
+    /// the window at [`REQUESTS_REMEMBERED_MAX`] by forgetting the oldest
+    /// (never the one just added: its index is the newest).
+    fn remember(&mut self, index: CatalogIndex, request_id: RequestId) {
+        self.request_order.insert(index, request_id);
+        if self.requests.len() > REQUESTS_REMEMBERED_MAX {
             let (_, oldest) = self
                 .request_order
                 .pop_first()
                 .expect("order index mirrors the request map");
             self.requests.remove(&oldest);
         }
-        self.request_order.insert(index, request_id.clone());
-        self.requests.insert(
-            request_id,
-            RequestRecord {
-                index,
-                op_sha256,
-                result,
-            },
-        );
         assert_eq!(self.requests.len(), self.request_order.len());
     }
 

@@ -424,6 +424,50 @@ fn request_ids_dedupe_and_detect_reuse() {
     );
 }
 
+/// The dedup window holds the latest `REQUESTS_REMEMBERED_MAX` request ids:
+/// past it the oldest are forgotten (a retry of one applies again), the
+/// rest still answer with their first result, and the window survives a
+/// snapshot round trip.
+#[test]
+fn the_dedup_window_forgets_the_oldest_requests() {
+    let mut driver = Driver::new();
+    let commands: Vec<Command> = (0..REQUESTS_REMEMBERED_MAX + 2)
+        .map(|n| {
+            driver.command(Op::SetConfig {
+                key: format!("k{}", n % 8),
+                value: n.to_string(),
+                expected_version: None,
+            })
+        })
+        .collect();
+    let results: Vec<CommandResult> = commands
+        .iter()
+        .map(|command| driver.apply_command(command))
+        .collect();
+    let catalog = &driver.catalog;
+    for forgotten in &commands[..2] {
+        assert!(catalog.result_of(&forgotten.request_id).is_none());
+    }
+    for (command, result) in commands[2..].iter().zip(&results[2..]) {
+        assert_eq!(catalog.result_of(&command.request_id).unwrap().1, result);
+    }
+    let restored = Catalog::decode(&catalog.encode()).unwrap();
+    assert_eq!(
+        restored.result_of(&commands[2].request_id).unwrap().1,
+        &results[2]
+    );
+    let applied = driver.catalog.applied_index();
+    // A retry inside the window changes nothing; one of a forgotten request
+    // applies again.
+    assert_eq!(driver.apply_command(&commands[2]), results[2]);
+    assert_ne!(driver.apply_command(&commands[0]), results[0]);
+    assert_eq!(
+        driver.catalog.result_of(&commands[0].request_id).unwrap().0,
+        CatalogIndex(applied.0 + 2)
+    );
+    assert!(driver.catalog.result_of(&commands[2].request_id).is_none());
+}
+
 #[test]
 fn malformed_entries_are_rejected_deterministically() {
     let mut driver = Driver::new();
