@@ -12,7 +12,7 @@ use super::types::{
     KEY_LEN_MAX, KeyRange, LABEL_LEN_MAX, LABELS_PER_NODE_MAX, NodeRecord, NodeStatus,
     OperationKind, OperationRecord, REPLICAS_PER_SHARD_MAX, REPLICATION_FACTOR_MAX, Replica,
     ReplicaRole, SCHEMA_LEN_MAX, SchemaVersion, ShardRecord, ShardStatus, TABLE_NAME_LEN_MAX,
-    TOKEN_TEXT_LEN_MAX, TableRecord, TokenRecord, TokenRole,
+    TOKEN_TEXT_LEN_MAX, TableRecord, TokenRecord, TokenRole, intern_labels,
 };
 use super::{
     CONFIG_ENTRIES_MAX, CONFIG_HISTORY_MAX, CatalogState, NODES_MAX, OPERATIONS_IN_FLIGHT_MAX,
@@ -52,7 +52,7 @@ pub(super) fn apply_op(
                         node.status = NodeStatus::Joining;
                     }
                     node.address = address.clone();
-                    node.labels = labels.clone();
+                    node.labels = intern_labels(labels);
                     node.role = *role;
                     node.generation = *generation;
                     node.capacity = *capacity;
@@ -65,7 +65,7 @@ pub(super) fn apply_op(
                         NodeRecord {
                             node_id: node_id.clone(),
                             address: address.clone(),
-                            labels: labels.clone(),
+                            labels: intern_labels(labels),
                             role: *role,
                             status: NodeStatus::Joining,
                             generation: *generation,
@@ -81,7 +81,7 @@ pub(super) fn apply_op(
         Op::SetNodeLabels { node_id, labels } => {
             check_labels(labels)?;
             let node = node_mut(state, node_id)?;
-            node.labels = labels.clone();
+            node.labels = intern_labels(labels);
             node.updated_at_unix_ms = now_ms;
             Ok(Outcome::Done)
         }

@@ -210,8 +210,10 @@ pub struct Catalog {
     seeds: SeedGroup,
     requests: BTreeMap<RequestId, RequestRecord>,
     request_order: BTreeMap<CatalogIndex, RequestId>,
+    /// Boxed: the deque doubles as it grows, and an empty slot then costs a
+    /// pointer rather than a whole record.
     #[serde(default)]
-    audit: VecDeque<AuditRecord>,
+    audit: VecDeque<Box<AuditRecord>>,
     /// The index of the last entry that changed a node record (see
     /// [`Catalog::nodes_changed_at`]).
     #[serde(default)]
@@ -419,7 +421,7 @@ impl Catalog {
 
     /// The audit trail, oldest first (at most [`AUDIT_RECORDS_MAX`]).
     pub fn audit(&self) -> impl DoubleEndedIterator<Item = &AuditRecord> {
-        self.audit.iter()
+        self.audit.iter().map(|record| &**record)
     }
 
     /// Applies a committed membership (conf change) entry at `index`: records the new
@@ -517,7 +519,7 @@ impl Catalog {
             }
             detail.truncate(cut);
         }
-        self.audit.push_back(AuditRecord {
+        self.audit.push_back(Box::new(AuditRecord {
             index,
             time_unix_ms: command.time_unix_ms,
             actor: command.actor.0.clone(),
@@ -528,7 +530,7 @@ impl Catalog {
                 Ok(_) => Cow::Borrowed("ok"),
                 Err(error) => Cow::Borrowed(error.code()),
             },
-        });
+        }));
     }
 
     /// Notes the age of a request just added to the dedup window, and keeps

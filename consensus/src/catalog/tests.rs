@@ -424,6 +424,26 @@ fn request_ids_dedupe_and_detect_reuse() {
     );
 }
 
+/// Nodes with equal labels share one label map, in the catalog that applied
+/// them and in one decoded from its snapshot; other labels get their own.
+#[test]
+fn equal_labels_are_held_once() {
+    let mut driver = populated();
+    driver.ok(Op::SetNodeLabels {
+        node_id: node("n3"),
+        labels: BTreeMap::from([("zone".to_owned(), "z2".to_owned())]),
+    });
+    let restored = Catalog::decode(&driver.catalog.encode()).unwrap();
+    for catalog in [&driver.catalog, &restored] {
+        let labels = |name: &str| catalog.state().nodes[&node(name)].labels.clone();
+        assert!(std::sync::Arc::ptr_eq(&labels("n1"), &labels("n2")));
+        assert!(!std::sync::Arc::ptr_eq(&labels("n1"), &labels("n3")));
+        assert_eq!(labels("n1")["zone"], "z1");
+        assert_eq!(labels("n3")["zone"], "z2");
+    }
+    assert_eq!(restored.state(), driver.catalog.state());
+}
+
 /// The dedup window holds the latest `REQUESTS_REMEMBERED_MAX` request ids:
 /// past it the oldest are forgotten (a retry of one applies again), the
 /// rest still answer with their first result, and the window survives a

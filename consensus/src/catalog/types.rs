@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -119,8 +120,10 @@ pub struct NodeRecord {
     pub node_id: NodeId,
     /// Where the node's agent listens (`host:port`).
     pub address: String,
-    /// Placement labels (`region`, `zone`, `rack`, …).
-    pub labels: BTreeMap<String, String>,
+    /// Placement labels (`region`, `zone`, `rack`, …). Shared: the records
+    /// of nodes with the same labels hold one map.
+    #[serde(deserialize_with = "deserialize_labels")]
+    pub labels: Arc<BTreeMap<String, String>>,
     /// Seed or member.
     pub role: NodeRole,
     /// Lifecycle status.
@@ -133,6 +136,42 @@ pub struct NodeRecord {
     pub registered_at_unix_ms: u64,
     /// Wall-clock time (from the command) of the last change.
     pub updated_at_unix_ms: u64,
+}
+
+/// Distinct label maps kept for sharing, per thread. A cluster has a handful
+/// (one per zone or rack); more only make the cache start over.
+const LABELS_INTERNED_MAX: usize = 1024;
+
+thread_local! {
+    /// Every label map interned on this thread, each once. Only a cache: a
+    /// record holds the same labels whether they came from here or not, so no
+    /// behaviour depends on it (and a simulator's many catalogs share it).
+    static LABELS: std::cell::RefCell<BTreeMap<BTreeMap<String, String>, Arc<BTreeMap<String, String>>>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// The shared copy of `labels`. Every node's record holds its labels, and a
+/// `BTreeMap` allocates room for eleven entries however few it holds: a
+/// copy of `zone=a` per record cost about half a kilobyte, per record and per
+/// catalog (every agent holds one).
+pub(super) fn intern_labels(labels: &BTreeMap<String, String>) -> Arc<BTreeMap<String, String>> {
+    LABELS.with_borrow_mut(|interned| {
+        if let Some(shared) = interned.get(labels) {
+            return shared.clone();
+        }
+        if interned.len() >= LABELS_INTERNED_MAX {
+            interned.clear();
+        }
+        let shared = Arc::new(labels.clone());
+        interned.insert(labels.clone(), shared.clone());
+        shared
+    })
+}
+
+fn deserialize_labels<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Arc<BTreeMap<String, String>>, D::Error> {
+    Ok(intern_labels(&BTreeMap::deserialize(deserializer)?))
 }
 
 /// How a table's keys map to shards.
