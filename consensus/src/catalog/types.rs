@@ -138,6 +138,9 @@ pub struct NodeRecord {
     pub updated_at_unix_ms: u64,
 }
 
+/// A node's labels, key to value.
+type LabelMap = BTreeMap<String, String>;
+
 /// Distinct label maps kept for sharing, per thread. A cluster has a handful
 /// (one per zone or rack); more only make the cache start over.
 const LABELS_INTERNED_MAX: usize = 1024;
@@ -146,7 +149,7 @@ thread_local! {
     /// Every label map interned on this thread, each once. Only a cache: a
     /// record holds the same labels whether they came from here or not, so no
     /// behaviour depends on it (and a simulator's many catalogs share it).
-    static LABELS: std::cell::RefCell<BTreeMap<BTreeMap<String, String>, Arc<BTreeMap<String, String>>>> =
+    static LABELS: std::cell::RefCell<BTreeMap<LabelMap, Arc<LabelMap>>> =
         const { std::cell::RefCell::new(BTreeMap::new()) };
 }
 
