@@ -380,14 +380,13 @@ impl TelemetryStore {
             node_id: self.node_id.clone(),
             version,
             agent_version: self.agent_version.clone(),
-            host: self.host.clone(),
-            database: self
-                .database
-                .as_ref()
-                .map(|(report, received_at)| DatabaseSnapshot {
+            host: self.host.clone().map(Box::new),
+            database: self.database.as_ref().map(|(report, received_at)| {
+                Box::new(DatabaseSnapshot {
                     report_age_ms: duration_ms(now.saturating_sub(*received_at)),
                     report: report.clone(),
-                }),
+                })
+            }),
             unreachable_peers: self
                 .unreachable_peers
                 .iter()

@@ -46,14 +46,14 @@ fn record(node: &str, generation: u64, sequence: u64, sample: Sample) -> NodeRec
             sequence: Sequence(sequence),
         },
         agent_version: "test".to_owned(),
-        host: Some(HostMetrics {
+        host: Some(Box::new(HostMetrics {
             cpu_percent: sample.cpu_percent,
             memory_used_bytes: 1,
             memory_total_bytes: 2,
             disk_used_bytes: sample.disk_used_percent,
             disk_capacity_bytes: 100,
-        }),
-        database: Some(DatabaseSnapshot {
+        })),
+        database: Some(Box::new(DatabaseSnapshot {
             report_age_ms: 0,
             report: DatabaseReport {
                 qps: 10.0,
@@ -63,7 +63,7 @@ fn record(node: &str, generation: u64, sequence: u64, sample: Sample) -> NodeRec
                 shards: Default::default(),
                 schema_versions: Default::default(),
             },
-        }),
+        })),
         unreachable_peers: Default::default(),
         unreachable_peers_total: 0,
     }

@@ -91,8 +91,8 @@ fn record_strategy() -> impl Strategy<Value = NodeRecord> {
                 sequence: Sequence(sequence),
             },
             agent_version: "v".to_owned(),
-            host,
-            database,
+            host: host.map(Box::new),
+            database: database.map(Box::new),
             unreachable_peers: Default::default(),
             unreachable_peers_total: 0,
         })
@@ -537,13 +537,13 @@ fn same_version_records_equal_under_eq_but_not_in_bytes_still_commute() {
             sequence: Sequence(1),
         },
         agent_version: "v".to_owned(),
-        host: Some(HostMetrics {
+        host: Some(Box::new(HostMetrics {
             cpu_percent,
             memory_used_bytes: 0,
             memory_total_bytes: 0,
             disk_used_bytes: 0,
             disk_capacity_bytes: 0,
-        }),
+        })),
         database: None,
         unreachable_peers: Default::default(),
         unreachable_peers_total: 0,

@@ -743,10 +743,10 @@ fn anti_entropy_batches_refuse_unreadable_records_whole_and_bad_records_alone() 
     let mut malformed = wire::encode_record(&record_of("n3", 1, 1, 10.0));
     malformed.truncate(malformed.len() - 1);
     let mut big = record_of("n4", 1, 1, 10.0);
-    big.database = Some(DatabaseSnapshot {
+    big.database = Some(Box::new(DatabaseSnapshot {
         report_age_ms: 0,
         report: report_with_shards(10),
-    });
+    }));
     let big = wire::encode_record(&big);
     assert!(big.len() > 300);
     assert!(

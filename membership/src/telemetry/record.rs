@@ -311,9 +311,11 @@ pub struct NodeRecord {
     /// [`AGENT_VERSION_LEN_MAX`] bytes.
     pub agent_version: String,
     /// The latest host sample, `None` until the agent took its first.
-    pub host: Option<HostMetrics>,
+    /// Boxed, like `database`: every agent holds every node's record, and
+    /// inline the two made each record 240 bytes, reported or not.
+    pub host: Option<Box<HostMetrics>>,
     /// The latest database report, `None` until the database first reported.
-    pub database: Option<DatabaseSnapshot>,
+    pub database: Option<Box<DatabaseSnapshot>>,
     /// Peers this agent currently finds unreachable: its own probe of them
     /// failed and it has not seen that identity alive since (independent
     /// evidence for the controllers' dead-node verdict; a verdict merely

@@ -900,14 +900,14 @@ pub(crate) mod tests {
             node_id: id(node),
             version: version(generation, sequence),
             agent_version: "0.0.0 (test)".to_owned(),
-            host: Some(HostMetrics {
+            host: Some(Box::new(HostMetrics {
                 cpu_percent: 12.5,
                 memory_used_bytes: 1,
                 memory_total_bytes: 2,
                 disk_used_bytes: 3,
                 disk_capacity_bytes: 4,
-            }),
-            database: Some(DatabaseSnapshot {
+            })),
+            database: Some(Box::new(DatabaseSnapshot {
                 report_age_ms: 7,
                 report: DatabaseReport {
                     qps: 1.5,
@@ -926,7 +926,7 @@ pub(crate) mod tests {
                     )]),
                     schema_versions: BTreeMap::from([("t".to_owned(), SchemaVersion(1))]),
                 },
-            }),
+            })),
             unreachable_peers: BTreeSet::from([id("z")]),
             unreachable_peers_total: 1,
         }
