@@ -149,8 +149,8 @@ thread_local! {
     /// Every label map interned on this thread, each once. Only a cache: a
     /// record holds the same labels whether they came from here or not, so no
     /// behaviour depends on it (and a simulator's many catalogs share it).
-    static LABELS: std::cell::RefCell<BTreeMap<LabelMap, Arc<LabelMap>>> =
-        const { std::cell::RefCell::new(BTreeMap::new()) };
+    static LABELS: std::cell::RefCell<std::collections::BTreeSet<Arc<LabelMap>>> =
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
 }
 
 /// The shared copy of `labels`. Every node's record holds its labels, and a
@@ -166,7 +166,7 @@ pub(super) fn intern_labels(labels: &BTreeMap<String, String>) -> Arc<BTreeMap<S
             interned.clear();
         }
         let shared = Arc::new(labels.clone());
-        interned.insert(labels.clone(), shared.clone());
+        interned.insert(shared.clone());
         shared
     })
 }
