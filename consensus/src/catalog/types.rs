@@ -157,7 +157,7 @@ thread_local! {
 /// `BTreeMap` allocates room for eleven entries however few it holds: a
 /// copy of `zone=a` per record cost about half a kilobyte, per record and per
 /// catalog (every agent holds one).
-pub(super) fn intern_labels(labels: &BTreeMap<String, String>) -> Arc<BTreeMap<String, String>> {
+pub(super) fn intern_labels(labels: &LabelMap) -> Arc<LabelMap> {
     LABELS.with_borrow_mut(|interned| {
         if let Some(shared) = interned.get(labels) {
             return shared.clone();
@@ -173,8 +173,8 @@ pub(super) fn intern_labels(labels: &BTreeMap<String, String>) -> Arc<BTreeMap<S
 
 fn deserialize_labels<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<Arc<BTreeMap<String, String>>, D::Error> {
-    Ok(intern_labels(&BTreeMap::deserialize(deserializer)?))
+) -> Result<Arc<LabelMap>, D::Error> {
+    Ok(intern_labels(&LabelMap::deserialize(deserializer)?))
 }
 
 /// How a table's keys map to shards.
