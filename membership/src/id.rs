@@ -299,8 +299,8 @@ thread_local! {
     /// Every [`MemberMeta`] decoded on this thread, each once. Only a cache:
     /// a decoded value is the same whether it came from here or not, so no
     /// behaviour depends on it (and a simulator's many agents share it).
-    static METAS: std::cell::RefCell<BTreeMap<MemberMeta, Arc<MemberMeta>>> =
-        const { std::cell::RefCell::new(BTreeMap::new()) };
+    static METAS: std::cell::RefCell<std::collections::BTreeSet<Arc<MemberMeta>>> =
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
 }
 
 /// Decodes a [`MemberMeta`] and returns the shared copy of that value.
@@ -319,8 +319,8 @@ fn interned_meta<'de, D: serde::Deserializer<'de>>(
         if metas.len() >= METAS_INTERNED_MAX {
             metas.clear();
         }
-        let shared = Arc::new(meta.clone());
-        metas.insert(meta, shared.clone());
+        let shared = Arc::new(meta);
+        metas.insert(shared.clone());
         shared
     }))
 }
