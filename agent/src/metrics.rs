@@ -162,6 +162,10 @@ impl Metrics {
                     counters.anti_entropy_messages,
                 ),
                 (
+                    "shoal_telemetry_anti_entropy_in_sync_total",
+                    counters.anti_entropy_in_sync,
+                ),
+                (
                     "shoal_telemetry_records_removed_total",
                     counters.records_removed,
                 ),

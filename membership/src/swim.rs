@@ -9,7 +9,6 @@
 //! are delivered in order and stale ones do nothing.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
-use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{CLUSTER_NAME_LEN_MAX, DropReason, Envelope, MsgpackCodec};
 use crate::lifeguard::{LocalHealth, suspicion_timeout};
 use crate::lookup::LookupMap;
+use crate::summary::SummaryRow;
 use crate::telemetry::{
     DatabaseReport, DeltaSource, HostMetrics, TelemetryAction, TelemetryConfig, TelemetryError,
     TelemetryKey, TelemetryStore,
@@ -1334,17 +1334,17 @@ impl Membership {
     /// that matters (a refuted suspicion) also changes the state.
     fn members_summary(&self) -> u64 {
         fn row(identity: &Identity, state: State) -> u64 {
-            let mut hasher = fnv::FnvHasher::default();
-            hasher.write(identity.node_id.as_str().as_bytes());
+            let mut row = SummaryRow::default();
+            row.field(identity.node_id.as_str().as_bytes());
             match identity.addr.ip() {
-                std::net::IpAddr::V4(ip) => hasher.write(&ip.octets()),
-                std::net::IpAddr::V6(ip) => hasher.write(&ip.octets()),
-            }
-            hasher.write(&identity.addr.port().to_le_bytes());
-            hasher.write(&identity.generation.0.to_le_bytes());
-            hasher.write(&identity.rejoin.to_le_bytes());
-            hasher.write(&[state as u8]);
-            hasher.finish()
+                std::net::IpAddr::V4(ip) => row.field(&ip.octets()),
+                std::net::IpAddr::V6(ip) => row.field(&ip.octets()),
+            };
+            row.number(identity.addr.port().into())
+                .number(identity.generation.0)
+                .number(identity.rejoin.into())
+                .number(state as u64)
+                .finish()
         }
         self.foca
             .iter_membership_state()

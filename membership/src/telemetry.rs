@@ -25,8 +25,8 @@
 //! Broadcast(delta)      ─► foca.add_broadcast(&delta.bytes)
 //!     foca's BroadcastHandler::receive_item(data, sender)
 //!                       ─► store.receive_delta(now, data, DeltaSource::from(sender))
-//! StartAntiEntropy      ─► pick a peer; send store.start_anti_entropy(now) on a stream
-//! bytes from a stream   ─► store.handle_anti_entropy(now, bytes) ─► maybe reply
+//! StartAntiEntropy      ─► pick a peer; send store.start_anti_entropy(now) (a Summary) on a stream
+//! bytes from a stream   ─► store.handle_anti_entropy(now, bytes) ─► maybe reply (a new stream)
 //! catalog says removed  ─► store.remove_node(now, node, generation) ─► broadcast
 //! ```
 //!
@@ -72,6 +72,7 @@ pub use wire::{
     TelemetryKeyKind, Tombstone,
 };
 
+use crate::summary::SummaryRow;
 use crate::{Generation, NodeId};
 use wire::{AntiEntropyView, DeltaRef, DigestView, RecordRef};
 
@@ -133,6 +134,9 @@ pub struct TelemetryCounters {
     pub anti_entropy_messages: u64,
     /// Anti-entropy batches cut by the budget.
     pub anti_entropy_truncated: u64,
+    /// Anti-entropy exchanges this agent answered as in sync: the opener's
+    /// summary was its own, so no digest was sent.
+    pub anti_entropy_in_sync: u64,
     /// Records of this very node, newer than its own, received from peers
     /// (a reused generation, or another agent running with this node id).
     pub own_record_conflicts: u64,
@@ -895,9 +899,41 @@ impl TelemetryStore {
         summary
     }
 
-    /// Opens an anti-entropy exchange: the bytes of a `Request` carrying our
-    /// digest, for the driver to send to one random peer.
-    pub fn start_anti_entropy(&mut self, now: Duration) -> Result<Vec<u8>, TelemetryError> {
+    /// Opens an anti-entropy exchange: the bytes of a `Summary` of our
+    /// map, for the driver to send to one random peer, which answers with a
+    /// `Request` only if its own summary differs (see
+    /// [`AntiEntropyMessage`]).
+    pub fn start_anti_entropy(&self, now: Duration) -> Result<Vec<u8>, TelemetryError> {
+        let (records, summary) = self.anti_entropy_summary(now);
+        let message = AntiEntropyMessage::Summary { records, summary };
+        wire::encode_anti_entropy(&message, self.config.anti_entropy_message_bytes_max())
+    }
+
+    /// The record count and summary a `Summary` carries: the map's summary
+    /// of every record's version plus a hash of every tombstone the digest
+    /// would list, so equal summaries mean equal digests.
+    fn anti_entropy_summary(&self, now: Duration) -> (u64, u64) {
+        let tombstones = self
+            .map
+            .tombstones()
+            .filter_map(|(node_id, _)| self.tombstone_wire(now, node_id))
+            .map(|tombstone| {
+                SummaryRow::default()
+                    .field(b"tombstone")
+                    .field(tombstone.node_id.as_str().as_bytes())
+                    .number(tombstone.generation.0)
+                    .finish()
+            })
+            .fold(0, u64::wrapping_add);
+        (
+            self.map.len() as u64,
+            self.map.summary().wrapping_add(tombstones),
+        )
+    }
+
+    /// The bytes of a `Request` carrying our digest: the full exchange,
+    /// which a `Summary` that differs from ours is answered with.
+    pub fn anti_entropy_request(&self, now: Duration) -> Result<Vec<u8>, TelemetryError> {
         let message = AntiEntropyMessage::Request {
             digest: self.digest(now),
         };
@@ -908,8 +944,9 @@ impl TelemetryStore {
     }
 
     /// Handles one anti-entropy message from a peer and returns the reply to
-    /// send back on the same stream, if any: `Request` → `Response`,
-    /// `Response` → `Push` (only if the peer lacks something), `Push` → none.
+    /// send back, if any: `Summary` → `Request` (only if the summaries
+    /// differ), `Request` → `Response`, `Response` → `Push` (only if the
+    /// peer lacks something), `Push` → none.
     /// Malformed or oversized input (a digest out of node order or over
     /// `digest_bytes_max`, a record whose head cannot be read) changes
     /// nothing but `decode_errors`. A record in a batch that
@@ -936,6 +973,13 @@ impl TelemetryStore {
         };
         self.counters.anti_entropy_messages += 1;
         let reply = match message {
+            AntiEntropyView::Summary { records, summary } => {
+                if (records, summary) == self.anti_entropy_summary(now) {
+                    self.counters.anti_entropy_in_sync += 1;
+                    return Ok(None);
+                }
+                return self.anti_entropy_request(now).map(Some);
+            }
             AntiEntropyView::Request { digest } => {
                 self.merge_digest_tombstones(now, &digest);
                 let batch = self.missing_for_entries(now, digest.records, &digest.tombstones);

@@ -362,9 +362,10 @@ proptest! {
         let delta = wire::encode_delta(&Delta::Record(record.clone()), usize::MAX).unwrap().bytes;
         let mut source = store("y", 1);
         source.merge_record(Duration::ZERO, record).unwrap();
-        let request = source.start_anti_entropy(Duration::ZERO).unwrap();
+        let summary = source.start_anti_entropy(Duration::ZERO).unwrap();
+        let request = source.anti_entropy_request(Duration::ZERO).unwrap();
         let response = store("x", 1).handle_anti_entropy(Duration::ZERO, &request).unwrap().unwrap();
-        for original in [delta, request, response] {
+        for original in [delta, summary, request, response] {
             let mut bytes = original.clone();
             for (index, value) in &flips {
                 let at = index.index(bytes.len());
@@ -420,22 +421,21 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// One exchange as the agent runs it: `from`'s summary, then, if `to`'s
+/// differs, `to`'s request, `from`'s response and `to`'s push — at most
+/// four messages.
 fn anti_entropy(stores: &mut [TelemetryStore], from: usize, to: usize, now: Duration) {
     if from == to {
         return;
     }
-    let request = stores[from].start_anti_entropy(now).unwrap();
-    let response = stores[to]
-        .handle_anti_entropy(now, &request)
-        .unwrap()
-        .unwrap();
-    if let Some(push) = stores[from].handle_anti_entropy(now, &response).unwrap() {
-        assert!(
-            stores[to]
-                .handle_anti_entropy(now, &push)
-                .unwrap()
-                .is_none()
-        );
+    let mut message = Some(stores[from].start_anti_entropy(now).unwrap());
+    let mut sent = 0;
+    let mut receiver = to;
+    while let Some(bytes) = message {
+        sent += 1;
+        assert!(sent <= 4, "an exchange is at most four messages");
+        message = stores[receiver].handle_anti_entropy(now, &bytes).unwrap();
+        receiver = if receiver == to { from } else { to };
     }
 }
 
@@ -521,6 +521,15 @@ proptest! {
         }
         for store in &stores[1..] {
             prop_assert_eq!(store.map(), stores[0].map());
+        }
+        // The summary kept up to date through every insert, replacement
+        // and removal is the one a map built afresh from the same records
+        // has; after the rounds above, every agent's is the same.
+        for store in &stores {
+            let mut fresh = TelemetryMap::new();
+            fresh.merge(store.map());
+            prop_assert_eq!(store.map().summary(), fresh.summary());
+            prop_assert_eq!(store.map().summary(), stores[0].map().summary());
         }
         for (node_id, removed) in &surviving {
             prop_assert!(stores[0].record(node_id).is_none_or(|r| r.version.generation > *removed));

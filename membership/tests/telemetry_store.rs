@@ -177,28 +177,77 @@ fn anti_entropy_round_converges_both_sides() {
     b.refresh(secs(1)).unwrap();
     b.remove_node(secs(1), &id("gone"), Generation(3)).unwrap();
 
-    let request = a.start_anti_entropy(secs(2)).unwrap();
-    let response = b
+    // a opens with its summary; b's differs, so b sends its digest, a
+    // answers with its own and what b lacks, and b pushes what a lacks.
+    let summary = a.start_anti_entropy(secs(2)).unwrap();
+    let request = b
+        .handle_anti_entropy(secs(2), &summary)
+        .unwrap()
+        .expect("request");
+    assert!(matches!(
+        wire::decode_anti_entropy(&request, usize::MAX).unwrap(),
+        AntiEntropyMessage::Request { .. }
+    ));
+    let response = a
         .handle_anti_entropy(secs(2), &request)
         .unwrap()
         .expect("response");
-    let push = a
+    let push = b
         .handle_anti_entropy(secs(3), &response)
         .unwrap()
         .expect("push");
-    assert!(b.handle_anti_entropy(secs(3), &push).unwrap().is_none());
+    assert!(a.handle_anti_entropy(secs(3), &push).unwrap().is_none());
 
     assert_eq!(a.map(), b.map());
     assert_eq!(a.map().len(), 2);
     assert_eq!(a.map().tombstone(&id("gone")), Some(Generation(3)));
-    // A second round has nothing to push.
-    let request = a.start_anti_entropy(secs(4)).unwrap();
+    // A second round ends at the summary, from either side.
+    assert_eq!(b.counters().anti_entropy_in_sync, 0);
+    let summary = a.start_anti_entropy(secs(4)).unwrap();
+    assert!(b.handle_anti_entropy(secs(4), &summary).unwrap().is_none());
+    assert_eq!(b.counters().anti_entropy_in_sync, 1);
+    let summary = b.start_anti_entropy(secs(4)).unwrap();
+    assert!(a.handle_anti_entropy(secs(4), &summary).unwrap().is_none());
+    assert_eq!(a.counters().anti_entropy_in_sync, 1);
+    // The full exchange, asked for, has nothing to send either way.
+    let request = a.anti_entropy_request(secs(4)).unwrap();
     let response = b.handle_anti_entropy(secs(4), &request).unwrap().unwrap();
     match wire::decode_anti_entropy(&response, usize::MAX).unwrap() {
         AntiEntropyMessage::Response { batch, .. } => assert!(batch.is_empty()),
         other => panic!("expected a response, got {other:?}"),
     }
     assert!(a.handle_anti_entropy(secs(4), &response).unwrap().is_none());
+}
+
+#[test]
+fn anti_entropy_summaries_differ_for_any_difference_in_versions_or_tombstones() {
+    let mut a = store("a", 1);
+    let mut b = store("b", 1);
+    a.refresh(secs(1)).unwrap();
+    b.merge_record(secs(1), a.record(&id("a")).unwrap().clone())
+        .unwrap();
+    let in_sync = |from: &TelemetryStore, to: &mut TelemetryStore| {
+        let summary = from.start_anti_entropy(secs(2)).unwrap();
+        to.handle_anti_entropy(secs(2), &summary).unwrap().is_none()
+    };
+    // Both hold a's record only.
+    assert!(in_sync(&a, &mut b));
+    // b's own record, which a lacks.
+    b.refresh(secs(1)).unwrap();
+    assert!(!in_sync(&a, &mut b), "a lacks b's record");
+    a.merge_record(secs(1), b.record(&id("b")).unwrap().clone())
+        .unwrap();
+    assert!(in_sync(&a, &mut b));
+    // A newer version of one record.
+    a.refresh(secs(5)).unwrap();
+    assert!(!in_sync(&a, &mut b));
+    b.merge_record(secs(5), a.record(&id("a")).unwrap().clone())
+        .unwrap();
+    assert!(in_sync(&a, &mut b));
+    // A tombstone of a node neither holds a record of.
+    a.remove_node(secs(6), &id("gone"), Generation(1)).unwrap();
+    assert!(!in_sync(&a, &mut b));
+    assert!(!in_sync(&b, &mut a));
 }
 
 #[test]
@@ -285,7 +334,7 @@ fn tombstone_copies_never_outlive_the_original() {
     // c hears of it through anti-entropy 30 minutes later: it keeps it only
     // for the remaining 30 minutes.
     let mut c = store("c", 1);
-    let request = a.start_anti_entropy(secs(1800)).unwrap();
+    let request = a.anti_entropy_request(secs(1800)).unwrap();
     c.handle_anti_entropy(secs(1800), &request).unwrap();
     assert_eq!(c.digest(secs(1800)).tombstones[0].retention_ms, 1_800_000);
     c.expire_tombstones(secs(3600));
@@ -293,7 +342,7 @@ fn tombstone_copies_never_outlive_the_original() {
     // d hears of it 5 s before expiry, under one anti-entropy interval:
     // applied (records deleted) but not kept, so it cannot bounce back.
     let mut d = store("d", 1);
-    let request = a.start_anti_entropy(secs(3595)).unwrap();
+    let request = a.anti_entropy_request(secs(3595)).unwrap();
     d.handle_anti_entropy(secs(3595), &request).unwrap();
     assert!(d.map().tombstone(&id("gone")).is_none());
 }

@@ -49,6 +49,7 @@ use crdts::{CvRDT, LWWReg};
 
 use super::record::{NodeRecord, Version};
 use super::wire::{EncodedRecord, RecordRef};
+use crate::summary::SummaryRow;
 use crate::{Generation, NodeId};
 
 /// Puts `new` in place of `bytes`: into the same allocation when no one
@@ -125,6 +126,19 @@ pub struct TelemetryMap {
     records: BTreeMap<NodeId, LWWReg<Box<HeldRecord>, Version>>,
     tombstones: BTreeMap<NodeId, Generation>,
     journal: Journal,
+    /// The wrapping sum of [`summary_row`] over every record's node and
+    /// version, kept up to date by every change: what an anti-entropy
+    /// `Summary` compares, without walking the map.
+    summary: u64,
+}
+
+/// The hash of one record's node and version in [`TelemetryMap::summary`].
+fn summary_row(node_id: &NodeId, version: Version) -> u64 {
+    SummaryRow::default()
+        .field(node_id.as_str().as_bytes())
+        .number(version.generation.0)
+        .number(version.sequence.0)
+        .finish()
 }
 
 impl PartialEq for TelemetryMap {
@@ -301,6 +315,13 @@ impl TelemetryMap {
         self.records.is_empty()
     }
 
+    /// The wrapping sum of a hash of every record's node and version: maps
+    /// holding the same versions have the same summary, whatever the order
+    /// they learned them in. O(1).
+    pub fn summary(&self) -> u64 {
+        self.summary
+    }
+
     /// Merges one record (the CRDT's per-register join). The record is
     /// assumed valid; the store validates before calling. If stored, its
     /// [`HeldRecord::stored_at`] is zero.
@@ -342,6 +363,9 @@ impl TelemetryMap {
             // A node whose latest change was its removal rejoins.
             let previous = self.journal.removed.remove(&incoming.node_id);
             let change = self.journal.note(&incoming.node_id, previous);
+            self.summary = self
+                .summary
+                .wrapping_add(summary_row(&incoming.node_id, version));
             self.records.insert(
                 incoming.node_id.clone(),
                 LWWReg {
@@ -385,6 +409,12 @@ impl TelemetryMap {
         replace_bytes(&mut held.bytes, incoming.bytes);
         held.stored_at = now;
         held.change = self.journal.note(&incoming.node_id, Some(held.change));
+        if register.marker != version {
+            self.summary = self
+                .summary
+                .wrapping_sub(summary_row(&incoming.node_id, register.marker))
+                .wrapping_add(summary_row(&incoming.node_id, version));
+        }
         register.marker = version;
         self.check_journal();
         Ok(outcome)
@@ -418,6 +448,9 @@ impl TelemetryMap {
             .is_some_and(|register| register.marker.generation <= generation);
         if removed_record {
             let removed = self.records.remove(node_id).expect("checked just above");
+            self.summary = self
+                .summary
+                .wrapping_sub(summary_row(node_id, removed.marker));
             let change = self.journal.note(node_id, Some(removed.val.change));
             self.journal.removed.insert(node_id.clone(), change);
             self.check_journal();
@@ -616,5 +649,33 @@ mod tests {
         assert!(map.record(&a).is_none());
         assert!(!map.merge_tombstone(&a, Generation(1)).raised);
         assert_eq!(map.tombstone(&a), Some(Generation(2)));
+    }
+
+    #[test]
+    fn telemetry_summary_tells_apart_maps_whose_versions_trade_places() {
+        let map = |records: &[(&str, u64, u64)]| {
+            let mut map = TelemetryMap::new();
+            for &(node, generation, sequence) in records {
+                map.merge_record(record(node, generation, sequence, "v"));
+            }
+            map
+        };
+        // Without the finalizer in `SummaryRow` these two summed to the
+        // same value: a's sequence one up, c's one down.
+        let one = map(&[("a", 1, 2), ("c", 1, 2)]);
+        let other = map(&[("a", 1, 3), ("c", 1, 1)]);
+        assert_ne!(one.summary(), other.summary());
+        // Replaced, removed and inserted again: the summary is that of a
+        // map that only ever held the result.
+        let mut changed = map(&[("a", 1, 1), ("c", 1, 1)]);
+        changed.merge_record(record("a", 1, 3, "v"));
+        changed.merge_tombstone(&NodeId::new("c").unwrap(), Generation(1));
+        assert_eq!(changed.summary(), map(&[("a", 1, 3)]).summary());
+        changed.merge_record(record("c", 2, 2, "v"));
+        assert_eq!(
+            changed.summary(),
+            map(&[("c", 2, 2), ("a", 1, 3)]).summary()
+        );
+        assert_eq!(TelemetryMap::new().summary(), 0);
     }
 }

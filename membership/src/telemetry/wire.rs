@@ -17,7 +17,10 @@
 //! ```text
 //! envelope      [version: u16, body]
 //! delta         {"Record": bin(record)} | {"Tombstone": [node_id, generation, retention_ms]}
-//! anti-entropy  {"Request": [digest]} | {"Response": [digest, batch]} | {"Push": [batch]}
+//! anti-entropy  {"Summary": [records, summary]} | {"Request": [digest]}
+//!               | {"Response": [digest, batch]} | {"Push": [batch]}
+//! summary       u64: the wrapping sum of a hash of every (node, version) held
+//!               and every tombstone in the digest (see `AntiEntropyMessage`)
 //! digest        [bin(digest entries), [tombstone, ...]]
 //! batch         [[tombstone, ...], [bin(record), ...], truncated: bool]
 //! record        the MessagePack array of a NodeRecord's seven fields,
@@ -569,11 +572,30 @@ impl<'a> BatchView<'a> {
     }
 }
 
-/// One anti-entropy exchange is three messages over a QUIC stream:
-/// `Request` (A's digest) → `Response` (B's digest and what A lacks) →
-/// `Push` (what B lacks), the last only if non-empty.
+/// One anti-entropy exchange opens with `Summary` (A's record count and
+/// summary, 20 bytes). If B's are the same, the maps hold the same
+/// versions and tombstones and the exchange ends there: in a settled
+/// cluster that is almost every exchange. Otherwise B answers with the
+/// three-message exchange, roles reversed: `Request` (B's digest) →
+/// `Response` (A's digest and what B lacks) → `Push` (what A lacks), the
+/// last only if non-empty. Each message travels on a stream of its own.
+///
+/// Equal summaries of different maps would need a 64-bit collision of two
+/// sums of hashes; the exchange would then be skipped until either map
+/// changes (the next heartbeat at the latest), which is what a lost
+/// exchange costs too. A `Summary` compares versions, as digests do: two
+/// different records of the same version are told apart by neither.
+/// Agents that predate `Summary` refuse it as malformed (and counted), so
+/// during an upgrade only exchanges opened by the older agents run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum AntiEntropyMessage {
+    /// Opens an exchange with the initiator's record count and summary.
+    Summary {
+        /// Records held.
+        records: u64,
+        /// See the wire format in the module docs.
+        summary: u64,
+    },
     /// Opens an exchange with the initiator's digest.
     Request {
         /// The initiator's digest.
@@ -596,6 +618,10 @@ pub enum AntiEntropyMessage {
 /// An anti-entropy message as read (same shape as [`AntiEntropyMessage`]).
 #[derive(Deserialize)]
 enum AntiEntropyIn<'a> {
+    Summary {
+        records: u64,
+        summary: u64,
+    },
     Request {
         #[serde(borrow)]
         digest: DigestIn<'a>,
@@ -617,6 +643,10 @@ enum AntiEntropyIn<'a> {
 /// validated) only if they are news to the receiver.
 #[derive(Debug)]
 pub(crate) enum AntiEntropyView<'a> {
+    Summary {
+        records: u64,
+        summary: u64,
+    },
     Request {
         digest: DigestView<'a>,
     },
@@ -777,6 +807,9 @@ pub(crate) fn decode_anti_entropy_view(
 ) -> Result<AntiEntropyView<'_>, TelemetryError> {
     Ok(
         match decode_enveloped("anti-entropy message", bytes, max_bytes)? {
+            AntiEntropyIn::Summary { records, summary } => {
+                AntiEntropyView::Summary { records, summary }
+            }
             AntiEntropyIn::Request { digest } => AntiEntropyView::Request {
                 digest: DigestView::read(digest, digest_bytes_max)?,
             },
@@ -800,6 +833,9 @@ pub fn decode_anti_entropy(
 ) -> Result<AntiEntropyMessage, TelemetryError> {
     Ok(
         match decode_anti_entropy_view(bytes, max_bytes, usize::MAX)? {
+            AntiEntropyView::Summary { records, summary } => {
+                AntiEntropyMessage::Summary { records, summary }
+            }
             AntiEntropyView::Request { digest } => AntiEntropyMessage::Request {
                 digest: digest.to_owned(),
             },
