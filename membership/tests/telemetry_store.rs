@@ -180,6 +180,8 @@ fn anti_entropy_round_converges_both_sides() {
     // a opens with its summary; b's differs, so b sends its digest, a
     // answers with its own and what b lacks, and b pushes what a lacks.
     let summary = a.start_anti_entropy(secs(2)).unwrap();
+    // A few bytes, whatever the map holds (a digest is ≈ 12 bytes a node).
+    assert!(summary.len() <= 32, "summary of {} bytes", summary.len());
     let request = b
         .handle_anti_entropy(secs(2), &summary)
         .unwrap()

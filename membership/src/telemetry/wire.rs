@@ -573,7 +573,7 @@ impl<'a> BatchView<'a> {
 }
 
 /// One anti-entropy exchange opens with `Summary` (A's record count and
-/// summary, 20 bytes). If B's are the same, the maps hold the same
+/// summary, about 24 bytes). If B's are the same, the maps hold the same
 /// versions and tombstones and the exchange ends there: in a settled
 /// cluster that is almost every exchange. Otherwise B answers with the
 /// three-message exchange, roles reversed: `Request` (B's digest) →
@@ -596,7 +596,8 @@ pub enum AntiEntropyMessage {
         /// See the wire format in the module docs.
         summary: u64,
     },
-    /// Opens an exchange with the initiator's digest.
+    /// The full exchange's first message, a digest: the answer to a
+    /// `Summary` that differs.
     Request {
         /// The initiator's digest.
         digest: Digest,
