@@ -752,11 +752,16 @@ impl TelemetryStore {
             self.map
                 .versions()
                 .map(|(node_id, version, _)| (node_id, version)),
-            self.map
-                .tombstones()
-                .filter_map(|(node_id, _)| self.tombstone_wire(now, node_id))
-                .collect(),
+            self.wire_tombstones(now).collect(),
         )
+    }
+
+    /// Every tombstone a digest lists (those still kept, with the
+    /// retention left), in node order; a `Summary` hashes the same ones.
+    fn wire_tombstones(&self, now: Duration) -> impl Iterator<Item = Tombstone> + '_ {
+        self.map
+            .tombstones()
+            .filter_map(move |(node_id, _)| self.tombstone_wire(now, node_id))
     }
 
     /// What a peer with `peer` digest lacks: tombstones it does not hold,
@@ -914,9 +919,7 @@ impl TelemetryStore {
     /// would list, so equal summaries mean equal digests.
     fn anti_entropy_summary(&self, now: Duration) -> (u64, u64) {
         let tombstones = self
-            .map
-            .tombstones()
-            .filter_map(|(node_id, _)| self.tombstone_wire(now, node_id))
+            .wire_tombstones(now)
             .map(|tombstone| {
                 SummaryRow::default()
                     .field(b"tombstone")
