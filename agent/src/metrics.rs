@@ -52,6 +52,10 @@ impl Metrics {
                 stats.suspicions_expired,
             ),
             (
+                "shoal_swim_suspicions_refuted_late_total",
+                stats.suspicions_refuted_late,
+            ),
+            (
                 "shoal_swim_accusations_received_total",
                 stats.accusations_received,
             ),

@@ -404,6 +404,9 @@ pub struct Stats {
     pub suspicions: u64,
     /// Suspicions that ran out and were handed to foca as "down".
     pub suspicions_expired: u64,
+    /// Suspicions that ran out after the suspect had refuted them (a newer
+    /// incarnation or identity was heard): settled without a verdict.
+    pub suspicions_refuted_late: u64,
     /// Accusations received from other members.
     pub accusations_received: u64,
     /// Members this node learned were suspect, without timing the
@@ -1197,12 +1200,14 @@ impl Membership {
 
     fn fire(&mut self, now: Duration, timer: CoreTimer) {
         match timer {
-            CoreTimer::Foca(mut timer) => {
-                if let Timer::ChangeSuspectToDown { token, .. } = &mut timer {
-                    self.stats.suspicions_expired += 1;
-                    // See check_suspicion: the suspicion outlives token changes.
-                    *token = self.foca_token.unwrap_or(*token);
-                }
+            CoreTimer::Foca(Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                token,
+            }) => {
+                self.declare_down(member_id, incarnation, token);
+            }
+            CoreTimer::Foca(timer) => {
                 if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                     tracing::debug!(%error, "foca timer");
                 }
@@ -1645,16 +1650,8 @@ impl Membership {
                 .map_or(0, foca::Member::incarnation);
             tracing::debug!(member = %suspect.node_id, "settling a suspicion no one is timing");
             self.suspect_since.remove(&suspect.node_id);
-            self.stats.suspicions_expired += 1;
             // Declared down: a live member hears it and rejoins at once.
-            let timer = Timer::ChangeSuspectToDown {
-                member_id: suspect,
-                incarnation,
-                token: self.foca_token.unwrap_or(0),
-            };
-            if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
-                tracing::debug!(%error, "settle stale suspicion");
-            }
+            self.declare_down(suspect, incarnation, 0);
         }
         let horizon = now.saturating_sub(self.health.scale(self.config.suspect_timeout_max) * 2);
         self.accusations.retain(|_, accusers| {
@@ -1741,16 +1738,39 @@ impl Membership {
             return;
         }
         let suspicion = self.suspicions.remove(node_id).expect("present above");
-        self.stats.suspicions_expired += 1;
         self.gossip_now = true;
-        // foca ignores a timer whose token is stale (its connection state
-        // changed since, e.g. through a partition); the suspicion is still
-        // ours to settle, and foca only acts if the member is still suspect
-        // at that incarnation, so the newest token is safe to use.
+        self.declare_down(suspicion.member, suspicion.incarnation, suspicion.token);
+    }
+
+    /// Settles a suspicion of `member` at `incarnation`: foca declares it
+    /// down if it still holds exactly that identity as suspect at that
+    /// incarnation, and otherwise nothing happens.
+    ///
+    /// foca checks the incarnation itself, but sends the member its
+    /// "you are down" courtesy message (`TurnUndead`) even when the check
+    /// fails. A live member that refuted the suspicion in time would take
+    /// that message as a verdict and rejoin under a new identity, declaring
+    /// its old one down to everyone: a false "down" verdict (the simulator
+    /// found one at 5 % loss). So the check is made here first.
+    ///
+    /// foca also ignores a timer whose token is stale (its connection state
+    /// changed since, e.g. through a partition); the suspicion is still ours
+    /// to settle, and with the check above the newest token is safe to use.
+    fn declare_down(&mut self, member: Identity, incarnation: Incarnation, token: TimerToken) {
+        let still_suspect = self.foca.iter_membership_state().any(|known| {
+            known.id() == &member
+                && known.state() == State::Suspect
+                && known.incarnation() == incarnation
+        });
+        if !still_suspect {
+            self.stats.suspicions_refuted_late += 1;
+            return;
+        }
+        self.stats.suspicions_expired += 1;
         let timer = Timer::ChangeSuspectToDown {
-            member_id: suspicion.member,
-            incarnation: suspicion.incarnation,
-            token: self.foca_token.unwrap_or(suspicion.token),
+            member_id: member,
+            incarnation,
+            token: self.foca_token.unwrap_or(token),
         };
         if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
             tracing::debug!(%error, "suspect to down");
@@ -2718,6 +2738,75 @@ mod tests {
                 down_after >= config.suspect_timeout_max,
                 "with {nacks} nacks: down {down_after:?} after the suspicion"
             );
+        }
+    }
+
+    /// A suspicion whose time runs out after the suspect refuted it ends
+    /// with no verdict and no message to the suspect. foca on its own would
+    /// still send the suspect "you are down" (`TurnUndead`), and the live
+    /// suspect would rejoin under a new identity, declaring its old one down
+    /// to everyone.
+    #[test]
+    fn a_suspicion_refuted_in_time_sends_no_verdict() {
+        let config = MembershipConfig::new("test");
+        let me = identity(0, 1, 0);
+        let silent = identity(1, 1, 0);
+        let peers: Vec<Identity> = (1..=7).map(|index| identity(index, 1, 0)).collect();
+        let mut membership = knowing(&config, &me, &peers.iter().collect::<Vec<_>>());
+        let mut now = Duration::from_millis(10);
+        let suspect = (&silent, MemberState::Suspect);
+        probe_until(
+            &mut membership,
+            &mut now,
+            Duration::from_secs(10),
+            suspect,
+            &peers,
+            5,
+        )
+        .expect("the silent member is probed and suspected");
+        // The suspect refutes: its header and its own update carry
+        // incarnation 1.
+        let refutation = Member::new(silent.clone(), 1, State::Alive);
+        let gossip = packet(&silent, 1, &me, Message::Gossip, &[refutation], &[]);
+        membership.handle_datagram(now, None, &gossip);
+        assert_eq!(
+            membership.lookup(&silent.node_id).unwrap().1,
+            MemberState::Alive
+        );
+        // Every member answers from now on; the suspicion's deadline passes.
+        let end = now + config.suspect_timeout_max * 2;
+        let mut verdicts = 0;
+        while now < end {
+            now += Duration::from_millis(5);
+            membership.handle_timeout(now);
+            let mut replies = Vec::new();
+            while let Some(transmit) = membership.poll_transmit() {
+                let payload = Envelope::new("test").open(&transmit.payload).unwrap();
+                let header = MsgpackCodec.decode_header(&mut &payload[..]).unwrap();
+                match header.message {
+                    Message::TurnUndead => verdicts += 1,
+                    Message::Ping(number) => {
+                        let from = peers.iter().find(|peer| peer.addr == transmit.addr);
+                        let incarnation = u16::from(from == Some(&silent));
+                        let ack = Message::Ack(number);
+                        replies.push(packet(from.unwrap(), incarnation, &me, ack, &[], &[]));
+                    }
+                    _ => {}
+                }
+            }
+            for reply in replies {
+                membership.handle_datagram(now, None, &reply);
+            }
+        }
+        assert_eq!(verdicts, 0, "the refuted suspect was told it is down");
+        assert_eq!(
+            membership.lookup(&silent.node_id).unwrap().1,
+            MemberState::Alive
+        );
+        assert_eq!(membership.stats().suspicions_refuted_late, 1);
+        assert_eq!(membership.stats().suspicions_expired, 0);
+        while let Some(event) = membership.poll_event() {
+            assert!(!matches!(event, Event::MemberDown(_)), "{event:?}");
         }
     }
 

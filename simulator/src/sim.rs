@@ -1693,6 +1693,8 @@ impl World {
                 *totals.entry("probes_failed").or_default() += stats.probes_failed;
                 *totals.entry("suspicions").or_default() += stats.suspicions;
                 *totals.entry("suspicions_expired").or_default() += stats.suspicions_expired;
+                *totals.entry("suspicions_refuted_late").or_default() +=
+                    stats.suspicions_refuted_late;
                 *totals.entry("timers_late").or_default() += stats.timers_late;
                 *totals.entry("self_suspected").or_default() += stats.self_suspected;
                 *totals.entry("drops").or_default() += stats.drops.values().sum::<u64>();
