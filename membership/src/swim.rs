@@ -295,6 +295,11 @@ const QUEUE_KEPT_CAPACITY: usize = 64;
 /// The first periodic push-pull after the start; see `push_pull_interval`.
 const PUSH_PULL_FIRST: Duration = Duration::from_secs(2);
 
+/// The first telemetry anti-entropy round after a join; see
+/// `TelemetryStore::anti_entropy_soon`. By then the joiner has heard of most
+/// members (its first push-pull falls at the same time).
+const JOIN_ANTI_ENTROPY_FIRST: Duration = Duration::from_secs(2);
+
 /// Fewest transmissions of an update when the count grows with the cluster.
 const TRANSMISSIONS_MIN: u8 = 10;
 
@@ -2151,7 +2156,11 @@ impl Membership {
             OwnedNotification::Active => {
                 // Joined (or rejoined): tell everyone about this node now,
                 // rather than at the next material change or heartbeat.
-                self.with_telemetry_mut(|store| store.publish_soon(now));
+                // And catch up on the records published before the join.
+                self.with_telemetry_mut(|store| {
+                    store.publish_soon(now);
+                    store.anti_entropy_soon(now, JOIN_ANTI_ENTROPY_FIRST);
+                });
                 Event::Active
             }
             OwnedNotification::Idle => Event::Idle,

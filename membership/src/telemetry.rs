@@ -217,6 +217,10 @@ pub struct TelemetryStore {
     counters: TelemetryCounters,
     refresh_at: Duration,
     anti_entropy_at: Duration,
+    /// While catching up after a join: the interval before the round after
+    /// the next one (it doubles up to `anti_entropy_interval`); see
+    /// [`TelemetryStore::anti_entropy_soon`].
+    anti_entropy_ramp: Option<Duration>,
     /// When the last local version was published.
     published_at: Option<Duration>,
     /// The last node whose record went into a truncated anti-entropy batch;
@@ -258,6 +262,7 @@ impl TelemetryStore {
             counters: TelemetryCounters::default(),
             refresh_at: now,
             anti_entropy_at,
+            anti_entropy_ramp: None,
             published_at: None,
             anti_entropy_cursor: None,
         })
@@ -1064,7 +1069,15 @@ impl TelemetryStore {
         }
         if now >= self.anti_entropy_at {
             actions.push(TelemetryAction::StartAntiEntropy);
-            self.anti_entropy_at = now + self.config.anti_entropy_interval;
+            let regular = self.config.anti_entropy_interval;
+            let interval = match self.anti_entropy_ramp.take() {
+                Some(ramp) if ramp < regular => {
+                    self.anti_entropy_ramp = Some(ramp * 2);
+                    ramp
+                }
+                _ => regular,
+            };
+            self.anti_entropy_at = now + interval;
         }
         debug_assert!(self.poll_timeout() > now, "nothing is left due");
         actions
@@ -1088,6 +1101,18 @@ impl TelemetryStore {
         } else {
             Publish::No
         }
+    }
+
+    /// Catches up after this node joined (or rejoined) the cluster: an
+    /// anti-entropy round `first` from `now`, then rounds at doubling
+    /// intervals until they reach `anti_entropy_interval`. Records
+    /// published before the join were gossiped to the members of the time
+    /// only, and a joiner would otherwise wait a whole interval, then pick a
+    /// peer that may lack them too (a clean boot of 10 agents missed its
+    /// 15 s convergence bound this way in 1 seed of 200).
+    pub fn anti_entropy_soon(&mut self, now: Duration, first: Duration) {
+        self.anti_entropy_at = self.anti_entropy_at.min(now + first);
+        self.anti_entropy_ramp = Some(first * 2);
     }
 
     /// Publishes a new version at the next timer even if nothing changed

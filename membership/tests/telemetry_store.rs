@@ -169,6 +169,27 @@ fn handle_timeout_refreshes_and_schedules_anti_entropy() {
     assert_eq!(a.local_version().unwrap().sequence.0, 2);
 }
 
+/// After a join, anti-entropy rounds come 2 s later, then at doubling
+/// intervals until they reach the configured 10 s.
+#[test]
+fn a_join_brings_anti_entropy_forward_then_ramps_up() {
+    let mut a = store("a", 1);
+    a.handle_timeout(secs(0));
+    a.anti_entropy_soon(secs(1), secs(2));
+    let mut rounds = Vec::new();
+    while a.poll_timeout() <= secs(40) {
+        let now = a.poll_timeout();
+        let actions = a.handle_timeout(now);
+        if actions
+            .iter()
+            .any(|action| matches!(action, TelemetryAction::StartAntiEntropy))
+        {
+            rounds.push(now.as_secs());
+        }
+    }
+    assert_eq!(rounds, [3, 7, 15, 25, 35]);
+}
+
 #[test]
 fn anti_entropy_round_converges_both_sides() {
     let mut a = store("a", 1);
