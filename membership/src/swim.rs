@@ -2688,20 +2688,29 @@ mod tests {
         None
     }
 
+    /// A membership core (defaults) knowing seven peers, run until it
+    /// suspects the first of them, which answers nothing, while `nacks` of
+    /// the members asked to probe it indirectly nack each probe. Returns the
+    /// core, the peers (the silent one first) and when it was suspected.
+    fn suspecting_a_silent_member(nacks: usize) -> (Membership, Vec<Identity>, Duration) {
+        let me = identity(0, 1, 0);
+        let peers: Vec<Identity> = (1..=7).map(|index| identity(index, 1, 0)).collect();
+        let config = MembershipConfig::new("test");
+        let mut membership = knowing(&config, &me, &peers.iter().collect::<Vec<_>>());
+        let mut now = Duration::from_millis(10);
+        let span = Duration::from_secs(10);
+        let suspect = (&peers[0], MemberState::Suspect);
+        probe_until(&mut membership, &mut now, span, suspect, &peers, nacks)
+            .expect("the silent member is probed and suspected");
+        (membership, peers, now)
+    }
+
     /// How long after it was first suspected a silent member is declared
     /// down, when `nacks` of the members asked to probe it indirectly
     /// answer each probe with a nack; and the membership core.
     fn suspicion_with_nacks(nacks: usize) -> (Duration, Membership) {
-        let config = MembershipConfig::new("test");
-        let me = identity(0, 1, 0);
-        let silent = identity(1, 1, 0);
-        let peers: Vec<Identity> = (1..=7).map(|index| identity(index, 1, 0)).collect();
-        let mut membership = knowing(&config, &me, &peers.iter().collect::<Vec<_>>());
-        let mut now = Duration::from_millis(10);
-        let span = Duration::from_secs(10);
-        let suspect = (&silent, MemberState::Suspect);
-        let (suspected, _) = probe_until(&mut membership, &mut now, span, suspect, &peers, nacks)
-            .expect("the silent member is probed and suspected");
+        let (mut membership, peers, suspected) = suspecting_a_silent_member(nacks);
+        let (mut now, silent, span) = (suspected, peers[0].clone(), Duration::from_secs(10));
         let down = (&silent, MemberState::Down);
         let (downed, gossips) = probe_until(&mut membership, &mut now, span, down, &peers, nacks)
             .expect("declared down");
@@ -2757,22 +2766,9 @@ mod tests {
     /// to everyone.
     #[test]
     fn a_suspicion_refuted_in_time_sends_no_verdict() {
-        let config = MembershipConfig::new("test");
-        let me = identity(0, 1, 0);
-        let silent = identity(1, 1, 0);
-        let peers: Vec<Identity> = (1..=7).map(|index| identity(index, 1, 0)).collect();
-        let mut membership = knowing(&config, &me, &peers.iter().collect::<Vec<_>>());
-        let mut now = Duration::from_millis(10);
-        let suspect = (&silent, MemberState::Suspect);
-        probe_until(
-            &mut membership,
-            &mut now,
-            Duration::from_secs(10),
-            suspect,
-            &peers,
-            5,
-        )
-        .expect("the silent member is probed and suspected");
+        let (mut membership, peers, mut now) = suspecting_a_silent_member(5);
+        let (config, me) = (membership.config.clone(), membership.identity().clone());
+        let silent = peers[0].clone();
         // The suspect refutes: its header and its own update carry
         // incarnation 1.
         let refutation = Member::new(silent.clone(), 1, State::Alive);
