@@ -1607,14 +1607,14 @@ impl Membership {
     fn prune(&mut self, now: Duration) {
         self.check_active_index();
         self.release_idle_capacity();
-        let suspects: Vec<Identity> = self
+        let suspects: Vec<(Identity, Incarnation)> = self
             .foca
             .iter_membership_state()
             .filter(|member| member.state() == State::Suspect)
-            .map(|member| member.id().clone())
+            .map(|member| (member.id().clone(), member.incarnation()))
             .collect();
         self.suspect_since
-            .retain(|node, _| suspects.iter().any(|suspect| suspect.node_id == *node));
+            .retain(|node, _| suspects.iter().any(|(suspect, _)| suspect.node_id == *node));
         // Deadlines move with local health: one that came closer (health
         // recovered, e.g. after a partition healed) is checked again now.
         let deadlines: Vec<(NodeId, Duration)> = self
@@ -1627,7 +1627,7 @@ impl Membership {
         }
         // Longer than any suspicion this node times itself without stretch.
         let stale_after = self.config.suspect_timeout_max + self.config.suspect_timeout_min;
-        for suspect in suspects {
+        for (suspect, incarnation) in suspects {
             let since = match self.suspect_since.entry(suspect.node_id.clone()) {
                 btree_map::Entry::Occupied(entry) => *entry.get(),
                 btree_map::Entry::Vacant(entry) => {
@@ -1648,11 +1648,6 @@ impl Membership {
             {
                 continue;
             }
-            let incarnation = self
-                .foca
-                .iter_membership_state()
-                .find(|member| member.id() == &suspect)
-                .map_or(0, foca::Member::incarnation);
             tracing::debug!(member = %suspect.node_id, "settling a suspicion no one is timing");
             self.suspect_since.remove(&suspect.node_id);
             // Declared down: a live member hears it and rejoins at once.
