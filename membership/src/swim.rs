@@ -1070,10 +1070,15 @@ impl Membership {
         if *node_id == self.identity().node_id {
             return Some((self.identity().addr, MemberState::Alive));
         }
+        self.foca_member(node_id)
+            .map(|member| (member.id().addr, member_state(member.state())))
+    }
+
+    /// foca's entry for `node_id` in any state (a walk of its member list).
+    fn foca_member(&self, node_id: &NodeId) -> Option<&foca::Member<Identity>> {
         self.foca
             .iter_membership_state()
             .find(|member| member.id().node_id == *node_id)
-            .map(|member| (member.id().addr, member_state(member.state())))
     }
 
     /// Where an active (alive or suspect) member listens, in O(log n).
@@ -1757,6 +1762,8 @@ impl Membership {
     /// changed since, e.g. through a partition); the suspicion is still ours
     /// to settle, and with the check above the newest token is safe to use.
     fn declare_down(&mut self, member: Identity, incarnation: Incarnation, token: TimerToken) {
+        // Every entry is checked: foca may hold an old identity of the same
+        // node (another address) beside the suspect.
         let still_suspect = self.foca.iter_membership_state().any(|known| {
             known.id() == &member
                 && known.state() == State::Suspect
@@ -1931,12 +1938,8 @@ impl Membership {
 
     /// Where `node_id` listens, if foca knows it (in any state).
     fn known_addr(&self, node_id: &NodeId) -> Option<SocketAddr> {
-        self.active_addr(node_id).or_else(|| {
-            self.foca
-                .iter_membership_state()
-                .find(|member| member.id().node_id == *node_id)
-                .map(|member| member.id().addr)
-        })
+        self.active_addr(node_id)
+            .or_else(|| self.foca_member(node_id).map(|member| member.id().addr))
     }
 
     /// Moves foca's sends, timers and notifications into our queues.
