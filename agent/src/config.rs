@@ -108,6 +108,7 @@ struct RawMembership {
     suspect_timeout_max: Option<Duration>,
     confirmations_expected: Option<u32>,
     lifeguard: Option<bool>,
+    probe_rings: Option<bool>,
     health_max: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     gossip_period: Option<Duration>,
@@ -288,6 +289,9 @@ fn membership_config(cluster_name: &str, raw: RawMembership) -> Result<Membershi
     }
     if let Some(value) = raw.lifeguard {
         config.lifeguard = value;
+    }
+    if let Some(value) = raw.probe_rings {
+        config.probe_rings = value;
     }
     if let Some(value) = raw.health_max {
         config.health_max = value;

@@ -167,6 +167,9 @@ pub struct MembershipSpec {
     /// See [`MembershipConfig::lifeguard`].
     #[serde(default)]
     pub lifeguard: Option<bool>,
+    /// See [`MembershipConfig::probe_rings`].
+    #[serde(default)]
+    pub probe_rings: Option<bool>,
     /// See [`MembershipConfig::announce_down_period`].
     #[serde(default, with = "humantime_serde")]
     pub announce_down_period: Option<Duration>,
@@ -196,6 +199,7 @@ impl MembershipSpec {
             gossip_fanout,
             indirect_probes,
             lifeguard,
+            probe_rings,
             announce_down_period
         );
         if self.max_transmissions.is_some() {

@@ -81,7 +81,8 @@ pub struct NodeCoreConfig {
     /// How often alerts are evaluated. Default 1 s.
     pub alert_period: Duration,
     /// Wall-clock time at `now = 0`, in ms since the Unix epoch: commands carry
-    /// `wall_base_unix_ms + now`. The simulator skews it per node.
+    /// `wall_base_unix_ms + now`, and membership counts probe periods on it
+    /// (probe rings).
     pub wall_base_unix_ms: u64,
     /// Whether this core takes part in consensus: forms or joins the Raft
     /// group (seeds), pulls the catalog and registers itself. Default true;
@@ -307,12 +308,13 @@ impl<S: LogStore> NodeCore<S> {
         rng_seed: u64,
         now: Duration,
     ) -> Result<Self, CoreError> {
-        let membership = Membership::new(
+        let mut membership = Membership::new(
             config.identity.clone(),
             config.membership.clone(),
             rng_seed,
             now,
         )?;
+        membership.set_wall_base(Duration::from_millis(config.wall_base_unix_ms));
         let node_id = catalog_id(&config.identity.node_id)?;
         let is_seed = config.identity.meta.role == Role::Seed;
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed ^ 0x5EED_CA7A_1065);

@@ -195,6 +195,12 @@ where
         self.index.get(&id.addr()).copied()
     }
 
+    /// (Shoal's patch) The active member at `addr`, if there is one.
+    pub(crate) fn active_at(&self, addr: &T::Addr) -> Option<&Member<T>> {
+        let position = self.index.get(addr).copied()?;
+        self.inner.get(position).filter(|member| member.is_active())
+    }
+
     // Next member that's considered active
     // Chosen at random (shuffle + round-robin)
     pub(crate) fn next(&mut self, mut rng: impl RngExt) -> Option<&Member<T>> {
