@@ -2749,6 +2749,74 @@ mod tests {
         None
     }
 
+    /// The members `membership` pings while every ping is acked, over
+    /// `span` from `now`, with the time of each.
+    fn pings_over(
+        membership: &mut Membership,
+        now: &mut Duration,
+        span: Duration,
+        peers: &[Identity],
+    ) -> Vec<(Duration, NodeId)> {
+        let me = membership.identity().clone();
+        let end = *now + span;
+        let mut pings = Vec::new();
+        while *now < end {
+            *now += Duration::from_millis(5);
+            membership.handle_timeout(*now);
+            let mut replies = Vec::new();
+            while let Some(transmit) = membership.poll_transmit() {
+                let payload = Envelope::new("test").open(&transmit.payload).unwrap();
+                let header = MsgpackCodec.decode_header(&mut &payload[..]).unwrap();
+                if let Message::Ping(number) = header.message
+                    && let Some(peer) = peers.iter().find(|peer| peer.addr == transmit.addr)
+                {
+                    pings.push((*now, peer.node_id.clone()));
+                    replies.push(packet(peer, 0, &me, Message::Ack(number), &[], &[]));
+                }
+            }
+            for reply in replies {
+                membership.handle_datagram(*now, None, &reply);
+            }
+        }
+        pings
+    }
+
+    /// With probe rings, each probe goes to this node's successor on the
+    /// ring of the probe period, counted on the wall clock; with them off,
+    /// foca's shuffled round robin picks.
+    #[test]
+    fn probes_follow_the_rings_in_step_with_the_wall_clock() {
+        let me = identity(0, 1, 0);
+        let peers: Vec<Identity> = (1..=11).map(|index| identity(index, 1, 0)).collect();
+        let mut expected = ProbeRings::new(&me.node_id);
+        for peer in &peers {
+            expected.join(&peer.node_id);
+        }
+        let wall_base = Duration::from_millis(1_735_689_600_123);
+        let span = Duration::from_secs(20);
+        let follows_rings = |probe_rings: bool| {
+            let mut config = MembershipConfig::new("test");
+            config.probe_rings = probe_rings;
+            let mut membership = knowing(&config, &me, &peers.iter().collect::<Vec<_>>());
+            membership.set_wall_base(wall_base);
+            let mut now = Duration::from_millis(10);
+            let pings = pings_over(&mut membership, &mut now, span, &peers);
+            assert!(pings.len() >= 30, "{} probes", pings.len());
+            let period = config.probe_period.as_nanos();
+            pings.iter().all(|(at, target)| {
+                let slot = ((*at + wall_base).as_nanos() / period) as u64;
+                expected.target(slot) == Some(target)
+            })
+        };
+        assert!(follows_rings(true));
+        assert!(!follows_rings(false));
+        // The rings spread this node's probes over several members.
+        let targets: BTreeSet<&NodeId> = (0..crate::rings::RINGS as u64)
+            .filter_map(|slot| expected.target(slot))
+            .collect();
+        assert!(targets.len() >= 4, "{targets:?}");
+    }
+
     /// A membership core (defaults) knowing seven peers, run until it
     /// suspects the first of them, which answers nothing, while `nacks` of
     /// the members asked to probe it indirectly nack each probe. Returns the
