@@ -2466,7 +2466,7 @@ mod tests {
             let target = foca.probe().target().cloned().expect("a probe started");
             foca.handle_timer(
                 Timer::SendIndirectProbe {
-                    probed_id: target.clone(),
+                    probed_id: target,
                     token: foca.timer_token(),
                 },
                 &mut runtime,
