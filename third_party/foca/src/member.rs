@@ -2,7 +2,7 @@
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 extern crate alloc;
-use alloc::vec::Vec;
+use alloc::{collections::BTreeMap, vec::Vec};
 
 use rand::{
     RngExt,
@@ -133,27 +133,13 @@ impl<T> Member<T> {
     }
 }
 
-/// (Shoal's patch) The address index's map. With `std`, a hash map: a
-/// lookup is one hash and about one probe, where a B-tree of 1,000
-/// addresses compares the key along three levels of nodes (7 % of a
-/// 1,000-agent simulation). Its hasher has fixed keys, and nothing walks
-/// the map, so no order or randomness leaks out of it.
-#[cfg(feature = "std")]
-type AddrIndex<K> = std::collections::HashMap<
-    K,
-    usize,
-    core::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>,
->;
-#[cfg(not(feature = "std"))]
-type AddrIndex<K> = alloc::collections::BTreeMap<K, usize>;
-
 pub(crate) struct Members<T: crate::Identity> {
     pub(crate) inner: Vec<Member<T>>,
     // (Shoal's patch) Where each address sits in `inner`. Every update
     // foca receives is applied by address, so without it each one walked
     // the whole list: O(n) per update, the largest cost of a 1,000-member
     // cluster. Kept in step with every change to `inner`'s order.
-    index: AddrIndex<T::Addr>,
+    index: BTreeMap<T::Addr, usize>,
     cursor: usize,
     num_active: usize,
 }
@@ -183,7 +169,7 @@ where
             cursor: 0,
             num_active,
             inner,
-            index: AddrIndex::default(),
+            index: BTreeMap::new(),
         };
         members.reindex();
         members
