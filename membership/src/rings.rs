@@ -9,7 +9,8 @@
 //! with the ring's number, and in probe period `s` (counted on the wall
 //! clock, so that agents count alike) a member probes its successor on ring
 //! `s mod RINGS`. Members that agree on who is active agree on the rings, so
-//! in every period each member is probed by one member, its predecessor on
+//! in every period each member is probed by about one member (exactly one
+//! when every agent's timer fires once in the period), its predecessor on
 //! that period's ring: a crash is probed within one period, and the periods
 //! after it bring accusations from other predecessors. Each member has up to
 //! `RINGS` observers, chosen by hash, not by name or zone. A view that
@@ -22,6 +23,7 @@
 use std::hash::Hasher;
 
 use crate::NodeId;
+use crate::summary::fmix64;
 
 /// Rings, and so observers of each member and members each one probes in
 /// turn. Rapid uses 10; 8 keeps a member's observers independent enough
@@ -106,22 +108,13 @@ impl ProbeRings {
 }
 
 /// A member's place on each ring: its node id hashed (FNV-1a, stable across
-/// builds and machines) and mixed with the ring's number.
+/// builds and machines), mixed with the ring's number and put through a
+/// finalizer, so that node ids that differ in one character land far apart.
 fn places(member: &NodeId) -> [u64; RINGS] {
     let mut hasher = fnv::FnvHasher::default();
     hasher.write(member.as_str().as_bytes());
     let base = hasher.finish();
-    std::array::from_fn(|ring| mix(base ^ (ring as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
-}
-
-/// MurmurHash3's 64-bit finalizer: every input bit moves about half the
-/// output bits, so node ids that differ in one character land far apart.
-fn mix(mut value: u64) -> u64 {
-    value ^= value >> 33;
-    value = value.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    value ^= value >> 33;
-    value = value.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    value ^ (value >> 33)
+    std::array::from_fn(|ring| fmix64(base ^ (ring as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
 }
 
 #[cfg(test)]
@@ -165,7 +158,7 @@ mod tests {
     fn in_every_period_each_member_is_probed_once() {
         let ids = ids(50);
         let rings = rings_of(&ids, &[]);
-        for slot in 0..RINGS as u64 * 2 {
+        for slot in 0..RINGS as u64 {
             let count = probers(&rings, slot);
             assert_eq!(count.len(), ids.len(), "slot {slot}: some member unprobed");
             assert!(count.values().all(|probes| *probes == 1), "slot {slot}");

@@ -36,11 +36,16 @@ impl SummaryRow {
 
     /// The row's hash.
     pub(crate) fn finish(&self) -> u64 {
-        let mut hash = self.0.finish();
-        hash ^= hash >> 33;
-        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        hash ^= hash >> 33;
-        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        hash ^ (hash >> 33)
+        fmix64(self.0.finish())
     }
+}
+
+/// MurmurHash3's 64-bit finalizer: every input bit moves about half the
+/// output bits.
+pub(crate) fn fmix64(mut hash: u64) -> u64 {
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
 }

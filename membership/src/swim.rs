@@ -776,8 +776,6 @@ pub struct Membership {
     /// The wall-clock time at which `now` reads zero: probe periods are
     /// counted from the Unix epoch, alike on every agent.
     wall_base: Duration,
-    /// The probe period of this node's latest probe.
-    probe_slot: Option<u64>,
     /// foca's newest timer token (see `schedule_foca_timer`).
     foca_token: Option<TimerToken>,
     /// Since when each member has been suspect in this node's view.
@@ -915,7 +913,6 @@ impl Membership {
             active_versions: BTreeMap::new(),
             rings,
             wall_base: Duration::ZERO,
-            probe_slot: None,
             gossip_now: false,
             gossiped_early_at: None,
             probes_asked: VecDeque::new(),
@@ -2179,8 +2176,9 @@ impl Membership {
             OwnedNotification::Rename(old, new) => {
                 // foca reports a change of the active set separately; a
                 // member active before and after only changes identity.
+                // The node id (foca's address) is the same: re-indexing
+                // keeps its place on the rings.
                 if self.active.contains_key(&new.node_id) {
-                    self.unindex_active(&old.node_id);
                     self.index_active(&new);
                 }
                 Event::Renamed { old, new }
@@ -2289,17 +2287,16 @@ impl Membership {
     }
 
     /// Names this probe period's ring successor to foca, when probe rings
-    /// are on. Periods are counted on the wall clock; a node whose timer
-    /// fires twice in one period (jitter at the boundary) moves on to the
-    /// next ring rather than probe the same member twice.
+    /// are on. Periods are counted on the wall clock. foca schedules each
+    /// probe a whole (or, with Lifeguard, a stretched) period after the last
+    /// one, so a node probes at most once per period. A stale timer foca
+    /// ignores leaves a name that the next probe's overwrites.
     fn choose_probe_target(&mut self, now: Duration) {
         if !self.config.probe_rings {
             return;
         }
         let period = self.config.probe_period.as_nanos().max(1);
         let slot = ((now + self.wall_base).as_nanos() / period) as u64;
-        let slot = self.probe_slot.map_or(slot, |last| slot.max(last + 1));
-        self.probe_slot = Some(slot);
         if let Some(target) = self.rings.target(slot) {
             self.foca.prefer_probe_target(target.clone());
         }
@@ -2792,7 +2789,9 @@ mod tests {
         for peer in &peers {
             expected.join(&peer.node_id);
         }
-        let wall_base = Duration::from_millis(1_735_689_600_123);
+        // Two probe periods past a multiple of eight: counted from zero
+        // instead of this base, every probe would be two rings off.
+        let wall_base = Duration::from_millis(1_735_689_601_123);
         let span = Duration::from_secs(20);
         let follows_rings = |probe_rings: bool| {
             let mut config = MembershipConfig::new("test");

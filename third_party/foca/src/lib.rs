@@ -2474,12 +2474,21 @@ mod tests {
             Ok::<ID, Error>(target)
         };
 
-        // Each preferred active member is probed, in the order named, and
-        // a name is used once.
+        // Each preferred active member is probed, in the order named.
         for id in [4, 2, 4, 5] {
             foca.prefer_probe_target(id);
             assert_eq!(probe_cycle(&mut foca)?, ID::new(id));
         }
+        // A name is used once: then the round robin picks again, and it
+        // visits more than one member.
+        let mut unnamed = Vec::new();
+        for _ in 0..4 {
+            unnamed.push(probe_cycle(&mut foca)?);
+        }
+        assert!(
+            unnamed.iter().any(|target| *target != ID::new(5)),
+            "{unnamed:?}"
+        );
         // A down member or an unknown address is not probed: the round
         // robin picks an active member instead.
         for id in [6, 9] {
