@@ -52,15 +52,8 @@ impl ProbeRings {
 
     /// `member` became active.
     pub(crate) fn join(&mut self, member: &NodeId) {
-        let places = places(member);
-        for (ring, successor) in self.successors.iter_mut().enumerate() {
-            let candidate = (places[ring].wrapping_sub(self.own[ring]), member);
-            if successor
-                .as_ref()
-                .is_none_or(|(distance, id)| candidate < (*distance, id))
-            {
-                *successor = Some((candidate.0, member.clone()));
-            }
+        for (ring, place) in places(member).into_iter().enumerate() {
+            self.offer(ring, place, member);
         }
     }
 
@@ -88,15 +81,21 @@ impl ProbeRings {
             }
             let places = places(id);
             for ring in (0..RINGS).filter(|ring| vacant[*ring]) {
-                let distance = places[ring].wrapping_sub(self.own[ring]);
-                let successor = &mut self.successors[ring];
-                if successor
-                    .as_ref()
-                    .is_none_or(|(best, best_id)| (distance, id) < (*best, best_id))
-                {
-                    *successor = Some((distance, id.clone()));
-                }
+                self.offer(ring, places[ring], id);
             }
+        }
+    }
+
+    /// Makes `member`, at `place` on `ring`, this node's successor there if
+    /// it is nearer clockwise than the one held (ties: the smaller id).
+    fn offer(&mut self, ring: usize, place: u64, member: &NodeId) {
+        let distance = place.wrapping_sub(self.own[ring]);
+        let successor = &mut self.successors[ring];
+        if successor
+            .as_ref()
+            .is_none_or(|(best, best_id)| (distance, member) < (*best, best_id))
+        {
+            *successor = Some((distance, member.clone()));
         }
     }
 

@@ -1207,11 +1207,7 @@ where
             .probe_target
             .take()
             .and_then(|addr| self.members.active_at(&addr).cloned());
-        let chosen = match preferred {
-            Some(member) => Some(member),
-            None => self.members.next(&mut self.rng).cloned(),
-        };
-        if let Some(member) = chosen {
+        if let Some(member) = preferred.or_else(|| self.members.next(&mut self.rng).cloned()) {
             let member_id = member.id().clone();
             let probe_number = self.probe.start(member);
 
