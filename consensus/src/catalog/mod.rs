@@ -179,11 +179,13 @@ pub enum CommittedKind {
     /// A command (or, when empty, a leader's no-op).
     Normal {
         /// The entry data, as in the log.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// A seed-group change, with the group it resulted in.
     Membership {
         /// The entry data, as in the log.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// The seed group after the change.
         seeds: SeedGroup,
