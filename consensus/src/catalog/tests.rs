@@ -488,6 +488,77 @@ fn the_dedup_window_forgets_the_oldest_requests() {
     assert!(driver.catalog.result_of(&commands[2].request_id).is_none());
 }
 
+/// Equal catalogs encode to equal bytes whatever their history: a copy
+/// restored from a snapshot and the catalog it came from, after the same
+/// further commands, encode alike, with the dedup window in request id order.
+#[test]
+fn equal_catalogs_encode_alike_whatever_their_history() {
+    let mut original = Driver::new();
+    for n in 0..300 {
+        original.ok(Op::SetConfig {
+            key: format!("k{}", n % 7),
+            value: n.to_string(),
+            expected_version: None,
+        });
+    }
+    let mut restored = Driver {
+        catalog: Catalog::decode(&original.catalog.encode()).unwrap(),
+        n_requests: original.n_requests,
+    };
+    for driver in [&mut original, &mut restored] {
+        for n in 0..700 {
+            driver.ok(Op::SetConfig {
+                key: format!("j{}", n % 5),
+                value: n.to_string(),
+                expected_version: None,
+            });
+        }
+    }
+    assert_eq!(restored.catalog, original.catalog);
+    let bytes = original.catalog.encode();
+    assert_eq!(restored.catalog.encode(), bytes);
+    /// The dedup window's map as encoded, in the order encoded.
+    struct InOrder(Vec<(RequestId, serde::de::IgnoredAny)>);
+    impl<'de> serde::Deserialize<'de> for InOrder {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = InOrder;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a map")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<InOrder, A::Error> {
+                    let mut entries = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        entries.push(entry);
+                    }
+                    Ok(InOrder(entries))
+                }
+            }
+            deserializer.deserialize_map(Visitor)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Encoded {
+        requests: InOrder,
+    }
+    let encoded: Encoded = rmp_serde::from_slice(&bytes[1..]).unwrap();
+    let ids: Vec<&str> = encoded
+        .requests
+        .0
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 1_000, "every request applied is in the window");
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "sorted by request id"
+    );
+}
+
 #[test]
 fn malformed_entries_are_rejected_deterministically() {
     let mut driver = Driver::new();
