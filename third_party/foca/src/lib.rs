@@ -1340,11 +1340,13 @@ where
                 #[cfg(feature = "tracing")]
                 tracing::trace!(len = pkt_len, "received broadcast item");
 
-                self.custom_broadcasts.add_or_replace(
-                    key,
-                    pkt.to_vec(),
-                    self.config.max_transmissions.get().into(),
-                );
+                // (Shoal's patch) relayed `max_relay_transmissions` times.
+                let transmissions = self
+                    .config
+                    .max_relay_transmissions
+                    .unwrap_or(self.config.max_transmissions);
+                self.custom_broadcasts
+                    .add_or_replace(key, pkt.to_vec(), transmissions.get().into());
             }
             data.advance(pkt_len);
         }
@@ -3476,6 +3478,77 @@ mod tests {
             Err(Error::MalformedPacket),
             foca.handle_data(bad_data.as_ref(), AccumulatingRuntime::new()),
         );
+    }
+
+    #[test]
+    fn relayed_broadcasts_are_sent_max_relay_transmissions_times() -> Result<()> {
+        // (Shoal's patch) `Config::max_relay_transmissions`.
+        /// A broadcast identified by its bytes; each is new once.
+        struct Item(Vec<u8>);
+        impl Invalidates for Item {
+            fn invalidates(&self, _other: &Self) -> bool {
+                false
+            }
+        }
+        impl AsRef<[u8]> for Item {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        struct Once(alloc::collections::BTreeSet<Vec<u8>>);
+        impl BroadcastHandler<ID> for Once {
+            type Key = Item;
+            type Error = core::convert::Infallible;
+            fn receive_item(
+                &mut self,
+                data: &[u8],
+                _sender: Option<&ID>,
+            ) -> core::result::Result<Option<Item>, Self::Error> {
+                Ok(self.0.insert(data.to_vec()).then(|| Item(data.to_vec())))
+            }
+        }
+        let (own, relayed) = (b"own-item-xyz", b"relayed-item");
+        let config = Config {
+            max_transmissions: NonZeroU8::new(6).unwrap(),
+            max_relay_transmissions: Some(NonZeroU8::new(2).unwrap()),
+            ..config()
+        };
+        let mut foca = Foca::with_custom_broadcast(
+            ID::new(1),
+            config.clone(),
+            rng(),
+            codec(),
+            Once(Default::default()),
+        );
+        let mut peer = Foca::with_custom_broadcast(
+            ID::new(2),
+            config,
+            rng(),
+            codec(),
+            Once(Default::default()),
+        );
+        let mut runtime = AccumulatingRuntime::new();
+        foca.apply(Member::alive(ID::new(2)), &mut runtime)?;
+        peer.apply(Member::alive(ID::new(1)), &mut runtime)?;
+        assert!(foca.add_broadcast(own)?);
+        assert!(peer.add_broadcast(relayed)?);
+        peer.gossip(&mut runtime)?;
+        let packet = runtime.take_data(ID::new(1)).expect("gossip to the only member");
+        foca.handle_data(&packet, &mut runtime)?;
+        runtime.clear();
+
+        let carries = |packet: &[u8], item: &[u8]| packet.windows(item.len()).any(|w| w == item);
+        let (mut own_sent, mut relayed_sent) = (0, 0);
+        for _ in 0..10 {
+            foca.gossip(&mut runtime)?;
+            if let Some(packet) = runtime.take_data(ID::new(2)) {
+                own_sent += usize::from(carries(&packet, own));
+                relayed_sent += usize::from(carries(&packet, relayed));
+            }
+            runtime.clear();
+        }
+        assert_eq!((own_sent, relayed_sent), (6, 2));
+        Ok(())
     }
 
     #[test]
