@@ -425,6 +425,39 @@ fn config_errors_name_the_field() {
         ..MembershipConfig::new("t")
     };
     assert_eq!(config.validate().unwrap_err().field, "max_transmissions");
+    let config = MembershipConfig {
+        relay_transmissions: Some(0),
+        ..MembershipConfig::new("t")
+    };
+    assert_eq!(config.validate().unwrap_err().field, "relay_transmissions");
+}
+
+/// Telemetry relays are sent as often as updates, but at most 10 times,
+/// unless the count is fixed; the foca baseline relays as often as it
+/// sends updates.
+#[test]
+fn relays_are_sent_at_most_ten_times_by_default() {
+    let config = MembershipConfig::new("t");
+    let counts: Vec<u8> = [1, 10, 1_000, 10_000]
+        .iter()
+        .map(|&n| config.relay_transmissions(n).get())
+        .collect();
+    assert_eq!(counts, [10, 10, 10, 10]);
+    let few = MembershipConfig {
+        max_transmissions: Some(4),
+        ..config.clone()
+    };
+    assert_eq!(few.relay_transmissions(1_000).get(), 4);
+    let fixed = MembershipConfig {
+        relay_transmissions: Some(3),
+        ..config
+    };
+    assert_eq!(fixed.relay_transmissions(1_000).get(), 3);
+    let baseline = MembershipConfig::foca_lan_baseline("t", 1_000);
+    assert_eq!(
+        baseline.relay_transmissions(1_000),
+        baseline.transmissions(1_000)
+    );
 }
 
 /// Updates are sent 4 times per decimal digit of the cluster size, plus 4

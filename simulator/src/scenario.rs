@@ -161,6 +161,9 @@ pub struct MembershipSpec {
     /// See [`MembershipConfig::max_transmissions`].
     #[serde(default)]
     pub max_transmissions: Option<u8>,
+    /// See [`MembershipConfig::relay_transmissions`].
+    #[serde(default)]
+    pub relay_transmissions: Option<u8>,
     /// See [`MembershipConfig::indirect_probes`].
     #[serde(default)]
     pub indirect_probes: Option<usize>,
@@ -204,6 +207,9 @@ impl MembershipSpec {
         );
         if self.max_transmissions.is_some() {
             config.max_transmissions = self.max_transmissions;
+        }
+        if self.relay_transmissions.is_some() {
+            config.relay_transmissions = self.relay_transmissions;
         }
         config.validate()?;
         Ok(config)
@@ -825,14 +831,18 @@ mod tests {
 
     #[test]
     fn membership_overrides_reach_the_config() {
-        let spec: MembershipSpec =
-            toml::from_str("confirmations_expected = 2\nmax_transmissions = 7\n").unwrap();
+        let spec: MembershipSpec = toml::from_str(
+            "confirmations_expected = 2\nmax_transmissions = 7\nrelay_transmissions = 5\n",
+        )
+        .unwrap();
         let config = spec.build("x", 50).unwrap();
         assert_eq!(config.confirmations_expected, 2);
         assert_eq!(config.max_transmissions, Some(7));
+        assert_eq!(config.relay_transmissions, Some(5));
         let config = MembershipSpec::default().build("x", 50).unwrap();
         assert_eq!(config.confirmations_expected, 3);
         assert_eq!(config.max_transmissions, None);
+        assert_eq!(config.relay_transmissions, None);
         let zero: MembershipSpec = toml::from_str("max_transmissions = 0\n").unwrap();
         assert!(zero.build("x", 50).is_err());
     }

@@ -1345,8 +1345,11 @@ where
                     .config
                     .max_relay_transmissions
                     .unwrap_or(self.config.max_transmissions);
-                self.custom_broadcasts
-                    .add_or_replace(key, pkt.to_vec(), transmissions.get().into());
+                self.custom_broadcasts.add_or_replace(
+                    key,
+                    pkt.to_vec(),
+                    transmissions.get().into(),
+                );
             }
             data.advance(pkt_len);
         }
@@ -3533,7 +3536,9 @@ mod tests {
         assert!(foca.add_broadcast(own)?);
         assert!(peer.add_broadcast(relayed)?);
         peer.gossip(&mut runtime)?;
-        let packet = runtime.take_data(ID::new(1)).expect("gossip to the only member");
+        let packet = runtime
+            .take_data(ID::new(1))
+            .expect("gossip to the only member");
         foca.handle_data(&packet, &mut runtime)?;
         runtime.clear();
 
