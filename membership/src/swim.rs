@@ -133,14 +133,15 @@ pub struct MembershipConfig {
     /// refutations reaching everyone at 20 % loss (8 at 50 members gave 20x
     /// the false downs). `Some(k)`: always `k`.
     pub max_transmissions: Option<u8>,
-    /// Times a telemetry delta received from another agent is relayed.
-    /// `None` (default): the update count above, but at most
-    /// [`RELAY_TRANSMISSIONS_MAX`] (10). An agent sends its own deltas the
-    /// full update count. Relays need fewer than member updates: anti-entropy
-    /// repairs a missed record within `anti_entropy_interval`, and about 90 %
-    /// of the relayed copies an agent receives are of records it already
-    /// holds. At 1,000 agents, 10 instead of 16 cut the simulator's time by
-    /// about 11 % (BENCHMARKS.md, thirteenth round). `Some(k)`: always `k`.
+    /// Most times a telemetry delta received from another agent is relayed
+    /// (never more than the update count above; at least 1). `None`
+    /// (default): [`RELAY_TRANSMISSIONS_MAX`] (10). An agent sends its own
+    /// deltas, and relays Lifeguard accusations, the full update count.
+    /// Telemetry relays need fewer: anti-entropy repairs a missed record
+    /// within `anti_entropy_interval`, and about 90 % of the relayed copies
+    /// an agent receives are of records it already holds. At 1,000 agents
+    /// (20 transmissions), 10 cut the simulator's boot by about 12 % and a
+    /// whole `steady_1000` run by 3–4 % (BENCHMARKS.md, thirteenth round).
     pub relay_transmissions: Option<u8>,
     /// How often the full member list is exchanged with a random member.
     /// Default 30 s.
@@ -209,7 +210,8 @@ impl MembershipConfig {
             lifeguard: false,
             probe_rings: false,
             max_transmissions: Some(lan.max_transmissions.get()),
-            relay_transmissions: Some(lan.max_transmissions.get()),
+            // foca's one count for everything, whatever it is set to.
+            relay_transmissions: Some(u8::MAX),
             ..Self::new(cluster_name)
         }
     }
@@ -288,11 +290,8 @@ impl MembershipConfig {
     /// Times a telemetry delta from another agent is relayed in a cluster of
     /// `members`; see [`Self::relay_transmissions`].
     pub fn relay_transmissions(&self, members: usize) -> NonZeroU8 {
-        let count = self.relay_transmissions.unwrap_or_else(|| {
-            self.transmissions(members)
-                .get()
-                .min(RELAY_TRANSMISSIONS_MAX)
-        });
+        let most = self.relay_transmissions.unwrap_or(RELAY_TRANSMISSIONS_MAX);
+        let count = self.transmissions(members).get().min(most);
         NonZeroU8::new(count).expect("validated")
     }
 
@@ -303,7 +302,6 @@ impl MembershipConfig {
             probe_rtt: self.probe_timeout,
             num_indirect_probes: nonzero(self.indirect_probes),
             max_transmissions: self.transmissions(members),
-            max_relay_transmissions: Some(self.relay_transmissions(members)),
             // With Lifeguard our runtime replaces this timeout per suspicion.
             suspect_to_down_after: self.suspect_timeout_min,
             remove_down_after: Some(self.remove_down_after),
@@ -585,6 +583,9 @@ struct Inbox {
     /// Telemetry deltas from others handed to foca to pass on, ever: the
     /// number of the latest relay (see [`TELEMETRY_RELAYS_HELD`]).
     relays: u64,
+    /// How many times foca sends such a relay on; `None`: as any update.
+    /// See [`MembershipConfig::relay_transmissions`].
+    relay_transmissions: Option<NonZeroU8>,
 }
 
 #[derive(Clone, Debug)]
@@ -660,6 +661,15 @@ impl BroadcastHandler<Identity> for SharedInbox {
                 Ok(Some(BroadcastKey::Telemetry(key, relay)))
             }
             other => Err(BroadcastError::Kind(other)),
+        }
+    }
+
+    /// Telemetry deltas from others are relayed fewer times than updates;
+    /// accusations (nothing repairs a missed one) as many.
+    fn relay_transmissions(&self, key: &BroadcastKey) -> Option<NonZeroU8> {
+        match key {
+            BroadcastKey::Telemetry(..) => self.lock().relay_transmissions,
+            BroadcastKey::Accusation(_) => None,
         }
     }
 }
@@ -898,6 +908,7 @@ impl Membership {
             local_node: Some(identity.node_id.clone()),
             telemetry: Some(telemetry),
             now,
+            relay_transmissions: Some(config.relay_transmissions(1)),
             ..Inbox::default()
         })));
         let codec = ObservingCodec {
@@ -2303,12 +2314,14 @@ impl Membership {
 
 impl Membership {
     /// Hands foca the transmission count for the current cluster size when
-    /// it changes (a different number of decimal digits).
+    /// it changes (a different number of decimal digits), and the relay
+    /// count, which follows from it.
     fn fit_transmissions(&mut self) {
         let members = self.active.len() + 1;
         let wanted = self.config.transmissions(members);
         if wanted != self.transmissions {
             self.transmissions = wanted;
+            self.inbox.lock().relay_transmissions = Some(self.config.relay_transmissions(members));
             let config = self.config.foca_config(self.envelope.len(), members);
             self.foca
                 .set_config(config)
@@ -2641,6 +2654,51 @@ mod tests {
             assert_eq!(announces, 0);
         }
         assert_eq!(membership.stats().suspects_asked, 2);
+    }
+
+    /// foca is told to relay telemetry deltas the relay count, which follows
+    /// the cluster's size, and accusations the full count.
+    #[test]
+    fn telemetry_relays_get_the_relay_count_and_accusations_the_full_one() {
+        use foca::BroadcastHandler;
+        let config = MembershipConfig {
+            relay_transmissions: Some(11),
+            ..MembershipConfig::new("test")
+        };
+        let me = identity(0, 1, 0);
+        let telemetry = BroadcastKey::Telemetry(
+            crate::telemetry::TelemetryKey {
+                node_id: NodeId::new("n1").unwrap(),
+                kind: crate::telemetry::TelemetryKeyKind::Record(crate::telemetry::Version {
+                    generation: Generation(1),
+                    sequence: crate::telemetry::Sequence(1),
+                }),
+            },
+            Some(1),
+        );
+        let accusation = BroadcastKey::Accusation((
+            NodeId::new("n1").unwrap(),
+            Generation(1),
+            0,
+            0,
+            NodeId::new("n2").unwrap(),
+        ));
+        // Alone, updates go out 10 times, and so do relays (at most 11).
+        let alone = knowing(&config, &me, &[]);
+        assert_eq!(
+            alone.inbox.relay_transmissions(&telemetry),
+            NonZeroU8::new(10)
+        );
+        assert_eq!(alone.inbox.relay_transmissions(&accusation), None);
+        // With 12 others, updates go out 12 times and relays 11.
+        let peers: Vec<Identity> = (1..=12).map(|index| identity(index, 1, 0)).collect();
+        let grown = knowing(&config, &me, &peers.iter().collect::<Vec<_>>());
+        assert_eq!(grown.active_members(), 12);
+        assert_eq!(
+            grown.inbox.relay_transmissions(&telemetry),
+            NonZeroU8::new(11)
+        );
+        assert_eq!(grown.inbox.relay_transmissions(&accusation), None);
     }
 
     /// The payload of a nack from `helper` about `target`'s probe `number`.

@@ -432,9 +432,9 @@ fn config_errors_name_the_field() {
     assert_eq!(config.validate().unwrap_err().field, "relay_transmissions");
 }
 
-/// Telemetry relays are sent as often as updates, but at most 10 times,
-/// unless the count is fixed; the foca baseline relays as often as it
-/// sends updates.
+/// Telemetry relays are sent as often as updates, but at most 10 times by
+/// default, or at most as often as configured; the foca baseline relays as
+/// often as it sends updates, whatever that is set to.
 #[test]
 fn relays_are_sent_at_most_ten_times_by_default() {
     let config = MembershipConfig::new("t");
@@ -448,16 +448,30 @@ fn relays_are_sent_at_most_ten_times_by_default() {
         ..config.clone()
     };
     assert_eq!(few.relay_transmissions(1_000).get(), 4);
-    let fixed = MembershipConfig {
+    let capped = MembershipConfig {
         relay_transmissions: Some(3),
+        ..config.clone()
+    };
+    assert_eq!(capped.relay_transmissions(1_000).get(), 3);
+    let raised = MembershipConfig {
+        relay_transmissions: Some(14),
         ..config
     };
-    assert_eq!(fixed.relay_transmissions(1_000).get(), 3);
-    let baseline = MembershipConfig::foca_lan_baseline("t", 1_000);
-    assert_eq!(
-        baseline.relay_transmissions(1_000),
-        baseline.transmissions(1_000)
-    );
+    let relays: Vec<u8> = [1, 10, 1_000]
+        .iter()
+        .map(|&n| raised.relay_transmissions(n).get())
+        .collect();
+    assert_eq!(relays, [10, 12, 14]);
+    for max_transmissions in [None, Some(30)] {
+        let baseline = MembershipConfig {
+            max_transmissions,
+            ..MembershipConfig::foca_lan_baseline("t", 1_000)
+        };
+        assert_eq!(
+            baseline.relay_transmissions(1_000),
+            baseline.transmissions(1_000)
+        );
+    }
 }
 
 /// Updates are sent 4 times per decimal digit of the cluster size, plus 4

@@ -75,6 +75,17 @@ pub trait BroadcastHandler<T> {
     fn should_add_broadcast_data(&self, _member: &T) -> bool {
         true
     }
+
+    /// (Shoal's patch) How many times a broadcast received from another
+    /// member is passed on; `None` (the default): `Config::max_transmissions`.
+    ///
+    /// Broadcasts added with [`crate::Foca::add_broadcast`] are always sent
+    /// `max_transmissions` times. A lower count suits data that something
+    /// else repairs (an anti-entropy exchange): most of the copies a member
+    /// receives of a relayed broadcast are then ones it already holds.
+    fn relay_transmissions(&self, _key: &Self::Key) -> Option<core::num::NonZeroU8> {
+        None
+    }
 }
 
 /// A type that's able to look at another and decide wether it's

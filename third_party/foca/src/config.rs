@@ -59,15 +59,6 @@ pub struct Config {
     /// *very* large clusters.
     pub max_transmissions: NonZeroU8,
 
-    /// (Shoal's patch) How many times a custom broadcast received from
-    /// another member is relayed; `None`: [`Config::max_transmissions`].
-    /// Broadcasts added with [`crate::Foca::add_broadcast`] are always sent
-    /// `max_transmissions` times. A lower count suits data that something
-    /// else repairs (an anti-entropy exchange): most of the copies a member
-    /// receives of a relayed broadcast are ones it already holds.
-    #[cfg_attr(feature = "serde", serde(default))]
-    pub max_relay_transmissions: Option<NonZeroU8>,
-
     /// How long a Suspect member is considered active before being
     /// declared Down.
     ///
@@ -220,7 +211,6 @@ impl Config {
             num_indirect_probes: NonZeroUsize::new(3).unwrap(),
 
             max_transmissions: NonZeroU8::new(10).unwrap(),
-            max_relay_transmissions: None,
 
             suspect_to_down_after: Duration::from_secs(3),
             remove_down_after: DEFAULT_REMOVE_DOWN_AFTER,
@@ -279,7 +269,6 @@ impl Config {
             num_indirect_probes: NonZeroUsize::new(3).unwrap(),
 
             max_transmissions: Self::compute_max_tx(cluster_size),
-            max_relay_transmissions: None,
 
             suspect_to_down_after: Self::suspicion_duration(cluster_size, period, 4.0),
             remove_down_after: DEFAULT_REMOVE_DOWN_AFTER,
@@ -322,7 +311,6 @@ impl Config {
             num_indirect_probes: NonZeroUsize::new(3).unwrap(),
 
             max_transmissions: Self::compute_max_tx(cluster_size),
-            max_relay_transmissions: None,
 
             suspect_to_down_after: Self::suspicion_duration(cluster_size, period, 6.0),
             remove_down_after: DEFAULT_REMOVE_DOWN_AFTER,

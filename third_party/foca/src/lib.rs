@@ -830,8 +830,9 @@ where
     /// Reports the current length of the custom broadcast queue.
     ///
     /// Custom broadcasts are transmitted [`Config::max_transmissions`]
-    /// times at most or until they get invalidated by another custom
-    /// broadcast.
+    /// times at most (those received from others: as many as
+    /// [`BroadcastHandler::relay_transmissions`] says, if it says; Shoal's
+    /// patch) or until they get invalidated by another custom broadcast.
     pub fn custom_broadcast_backlog(&self) -> usize {
         self.custom_broadcasts.len()
     }
@@ -1340,10 +1341,10 @@ where
                 #[cfg(feature = "tracing")]
                 tracing::trace!(len = pkt_len, "received broadcast item");
 
-                // (Shoal's patch) relayed `max_relay_transmissions` times.
+                // (Shoal's patch) the handler may relay it fewer times.
                 let transmissions = self
-                    .config
-                    .max_relay_transmissions
+                    .broadcast_handler
+                    .relay_transmissions(&key)
                     .unwrap_or(self.config.max_transmissions);
                 self.custom_broadcasts.add_or_replace(
                     key,
@@ -3484,8 +3485,8 @@ mod tests {
     }
 
     #[test]
-    fn relayed_broadcasts_are_sent_max_relay_transmissions_times() -> Result<()> {
-        // (Shoal's patch) `Config::max_relay_transmissions`.
+    fn relayed_broadcasts_are_sent_relay_transmissions_times() -> Result<()> {
+        // (Shoal's patch) `BroadcastHandler::relay_transmissions`.
         /// A broadcast identified by its bytes; each is new once.
         struct Item(Vec<u8>);
         impl Invalidates for Item {
@@ -3509,11 +3510,13 @@ mod tests {
             ) -> core::result::Result<Option<Item>, Self::Error> {
                 Ok(self.0.insert(data.to_vec()).then(|| Item(data.to_vec())))
             }
+            fn relay_transmissions(&self, _key: &Item) -> Option<NonZeroU8> {
+                NonZeroU8::new(2)
+            }
         }
         let (own, relayed) = (b"own-item-xyz", b"relayed-item");
         let config = Config {
             max_transmissions: NonZeroU8::new(6).unwrap(),
-            max_relay_transmissions: Some(NonZeroU8::new(2).unwrap()),
             ..config()
         };
         let mut foca = Foca::with_custom_broadcast(
