@@ -207,6 +207,7 @@ mod tests {
         assert_eq!(PeerMessage::decode(&message.encode()), Some(message));
         assert_eq!(PeerMessage::decode(b""), None);
         assert_eq!(PeerMessage::decode(b"\x01garbage"), None);
+        // A known format with no body, and an unknown format.
         assert_eq!(PeerMessage::decode(b"\x02"), None);
         assert_eq!(PeerMessage::decode(b"\x03"), None);
     }
@@ -232,6 +233,17 @@ mod tests {
                     term: shoal_consensus::Term(2),
                     kind: shoal_consensus::CommittedKind::Normal {
                         data: payload.clone(),
+                    },
+                }],
+                leader: None,
+            },
+            PeerMessage::CatalogEntries {
+                entries: vec![CommittedEntry {
+                    index: CatalogIndex(8),
+                    term: shoal_consensus::Term(2),
+                    kind: shoal_consensus::CommittedKind::Membership {
+                        data: payload.clone(),
+                        seeds: shoal_consensus::SeedGroup::default(),
                     },
                 }],
                 leader: None,
@@ -262,7 +274,13 @@ mod tests {
         }
         #[derive(Serialize)]
         enum KindOne {
-            Normal { data: Vec<u8> },
+            Normal {
+                data: Vec<u8>,
+            },
+            Membership {
+                data: Vec<u8>,
+                seeds: shoal_consensus::SeedGroup,
+            },
         }
         for message in messages {
             let bytes = message.encode();
@@ -290,7 +308,9 @@ mod tests {
                                 shoal_consensus::CommittedKind::Normal { data } => {
                                     KindOne::Normal { data }
                                 }
-                                other => panic!("not in this test: {other:?}"),
+                                shoal_consensus::CommittedKind::Membership { data, seeds } => {
+                                    KindOne::Membership { data, seeds }
+                                }
                             },
                         })
                         .collect(),
