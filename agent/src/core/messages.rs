@@ -8,9 +8,10 @@
 //!
 //! Format 2 writes every byte string as MessagePack `bin`. Format 1 wrote
 //! them as arrays of integers, one per byte: larger on the wire and, at
-//! 1,000 agents, about 5 % of the simulator's time spent encoding and
+//! 1,000 agents, about 7 % of the simulator's time spent encoding and
 //! decoding them. Both decode, so an agent reads an older agent's
-//! messages; an older agent drops format 2 as malformed.
+//! messages; an older agent drops format 2 as malformed (see
+//! ARCHITECTURE.md on upgrading in place).
 
 use serde::{Deserialize, Serialize};
 use shoal_consensus::{
