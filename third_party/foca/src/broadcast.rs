@@ -116,8 +116,17 @@ impl Invalidates for &[u8] {
 }
 
 pub(crate) struct Broadcasts<V> {
-    flip: alloc::collections::BinaryHeap<Entry<V>>,
-    flop: alloc::collections::BinaryHeap<Entry<V>>,
+    flip: alloc::collections::BinaryHeap<Slot>,
+    flop: alloc::collections::BinaryHeap<Slot>,
+    // (Shoal's patch) The entries themselves, where the heaps' slots
+    // point; `None` where a freed slot waits in `free` for reuse. The
+    // heaps order small slots, so that their sifts move 24 bytes instead
+    // of the whole entry (a key as large as an identity, and the data's
+    // `Vec`): moving entries was half the cost of `fill`, itself about a
+    // tenth of a 1,000-member cluster's boot. The order is the same as
+    // before, so what is sent does not change.
+    entries: Vec<Option<Entry<V>>>,
+    free: Vec<usize>,
     // (Shoal's patch) How many entries of `flip` have each data length,
     // so that `fill` stops as soon as nothing left in `flip` could fit.
     // Before, every send popped (and pushed back) the whole backlog
@@ -136,6 +145,8 @@ where
         Self {
             flip: Default::default(),
             flop: Default::default(),
+            entries: Vec::new(),
+            free: Vec::new(),
             lengths: BTreeMap::new(),
         }
     }
@@ -154,7 +165,7 @@ where
     }
 
     /// Whether some entry left in `flip` fits in `room` bytes with
-    /// `overhead` bytes of its own.
+    /// `overhead` bytes of framing.
     fn any_fits(&self, room: usize, overhead: usize) -> bool {
         self.lengths
             .keys()
@@ -163,18 +174,24 @@ where
     }
 
     /// Pops the next entry of `flip` in priority order.
-    fn pop(&mut self) -> Option<Entry<T>> {
-        let node = self.flip.pop()?;
-        Self::uncount_length(&mut self.lengths, node.data.len());
-        Some(node)
+    fn pop(&mut self) -> Option<Slot> {
+        let slot = self.flip.pop()?;
+        Self::uncount_length(&mut self.lengths, slot.len);
+        Some(slot)
     }
 
     /// Returns the entries `fill` kept to `flip`.
     fn put_back_flop(&mut self) {
-        for node in &self.flop {
-            Self::count_length(&mut self.lengths, node.data.len());
+        for slot in &self.flop {
+            Self::count_length(&mut self.lengths, slot.len);
         }
         self.flip.append(&mut self.flop);
+    }
+
+    /// Drops the entry at `at` and frees its slot.
+    fn release(&mut self, at: usize) {
+        self.entries[at] = None;
+        self.free.push(at);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -187,92 +204,98 @@ where
 
     pub(crate) fn add_or_replace(&mut self, item: T, data: Vec<u8>, max_tx: usize) {
         debug_assert!(max_tx > 0);
-        let lengths = &mut self.lengths;
-        self.flip.retain(|node| {
-            let keep = !item.invalidates(&node.item);
-            if !keep {
-                Self::uncount_length(lengths, node.data.len());
-            }
-            keep
-        });
-        Self::count_length(&mut self.lengths, data.len());
-        self.flip.push(Entry {
-            remaining_tx: max_tx,
-            item,
-            data,
-        });
-    }
-
-    pub(crate) fn fill(&mut self, mut buffer: impl BufMut, max_items: usize) -> usize {
-        if self.flip.is_empty() {
-            return 0;
-        }
         debug_assert!(self.flop.is_empty());
-
-        let mut num_taken = 0;
-        let mut remaining = max_items;
-
-        while buffer.has_remaining_mut()
-            && remaining > 0
-            && self.any_fits(buffer.remaining_mut(), 0)
-        {
-            let Some(mut node) = self.pop() else {
-                break;
-            };
-            debug_assert!(node.remaining_tx > 0);
-
-            if buffer.remaining_mut() >= node.data.len() {
-                num_taken += 1;
-                remaining -= 1;
-
-                buffer.put_slice(&node.data);
-                node.remaining_tx -= 1;
-            }
-
-            if node.remaining_tx > 0 {
-                self.flop.push(node);
+        let mut replaced = Vec::new();
+        for (at, entry) in self.entries.iter_mut().enumerate() {
+            if entry
+                .as_ref()
+                .is_some_and(|entry| item.invalidates(&entry.item))
+            {
+                *entry = None;
+                replaced.push(at);
             }
         }
-
-        self.put_back_flop();
-
-        num_taken
+        if !replaced.is_empty() {
+            let lengths = &mut self.lengths;
+            self.flip.retain(|slot| {
+                let keep = !replaced.contains(&slot.at);
+                if !keep {
+                    Self::uncount_length(lengths, slot.len);
+                }
+                keep
+            });
+            self.free.append(&mut replaced);
+        }
+        Self::count_length(&mut self.lengths, data.len());
+        let len = data.len();
+        let entry = Some(Entry { item, data });
+        let at = if let Some(at) = self.free.pop() {
+            self.entries[at] = entry;
+            at
+        } else {
+            self.entries.push(entry);
+            self.entries.len() - 1
+        };
+        self.flip.push(Slot {
+            remaining_tx: max_tx,
+            len,
+            at,
+        });
     }
 
-    pub(crate) fn fill_with_len_prefix(
+    pub(crate) fn fill(&mut self, buffer: impl BufMut, max_items: usize) -> usize {
+        self.fill_framed(buffer, max_items, false)
+    }
+
+    pub(crate) fn fill_with_len_prefix(&mut self, buffer: impl BufMut, max_items: usize) -> usize {
+        self.fill_framed(buffer, max_items, true)
+    }
+
+    /// Takes into `buffer`, in priority order, every entry that fits (each
+    /// after its length as a `u16` if `len_prefix`), up to `max_items`.
+    fn fill_framed(
         &mut self,
         mut buffer: impl BufMut,
         max_items: usize,
+        len_prefix: bool,
     ) -> usize {
         if self.flip.is_empty() {
             return 0;
         }
         debug_assert!(self.flop.is_empty());
+        let overhead = if len_prefix { 2 } else { 0 };
 
         let mut num_taken = 0;
         let mut remaining = max_items;
 
         while buffer.has_remaining_mut()
             && remaining > 0
-            && self.any_fits(buffer.remaining_mut(), 2)
+            && self.any_fits(buffer.remaining_mut(), overhead)
         {
-            let Some(mut node) = self.pop() else {
+            let Some(mut slot) = self.pop() else {
                 break;
             };
-            debug_assert!(node.remaining_tx > 0);
+            debug_assert!(slot.remaining_tx > 0);
 
-            if buffer.remaining_mut() >= node.data.len() + 2 {
+            if buffer.remaining_mut() >= slot.len + overhead {
                 num_taken += 1;
                 remaining -= 1;
 
-                debug_assert!(u16::try_from(node.data.len()).is_ok());
-                buffer.put_u16(node.data.len() as u16);
-                buffer.put_slice(&node.data);
-                node.remaining_tx -= 1;
+                let entry = self.entries[slot.at]
+                    .as_ref()
+                    .expect("a slot in a heap is live");
+                if len_prefix {
+                    debug_assert!(u16::try_from(slot.len).is_ok());
+                    buffer.put_u16(slot.len as u16);
+                }
+                buffer.put_slice(&entry.data);
+                slot.remaining_tx -= 1;
             }
 
-            if node.remaining_tx > 0 {
-                self.flop.push(node);
+            if slot.remaining_tx > 0 {
+                self.flop.push(slot);
+            } else {
+                self.release(slot.at);
             }
         }
 
@@ -280,36 +303,51 @@ where
 
         num_taken
     }
+
+    /// Every pending entry's key and data, in no particular order.
+    #[cfg(test)]
+    fn pending(&self) -> impl Iterator<Item = (&T, &[u8])> {
+        self.entries
+            .iter()
+            .flatten()
+            .map(|entry| (&entry.item, &entry.data[..]))
+    }
 }
 
-#[derive(Debug, Clone)]
+/// A pending broadcast.
 struct Entry<T> {
-    remaining_tx: usize,
-    // XXX could be Bytes, or keep a pool in parent
-    data: Vec<u8>,
-    // ignored for eq/ord. sorting is unstable
     item: T,
+    data: Vec<u8>,
 }
 
-impl<T> PartialEq for Entry<T> {
+/// (Shoal's patch) An entry's place in the send order: the most
+/// transmissions left first, then the longest; `at` is where the entry is.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    remaining_tx: usize,
+    len: usize,
+    at: usize,
+}
+
+impl PartialEq for Slot {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other).is_eq()
     }
 }
 
-impl<T> Eq for Entry<T> {}
+impl Eq for Slot {}
 
-impl<T> PartialOrd for Entry<T> {
+impl PartialOrd for Slot {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl<T> Ord for Entry<T> {
+impl Ord for Slot {
     fn cmp(&self, other: &Self) -> Ordering {
         self.remaining_tx
             .cmp(&other.remaining_tx)
-            .then_with(|| self.data.len().cmp(&other.data.len()))
+            .then_with(|| self.len.cmp(&other.len))
     }
 }
 
@@ -489,8 +527,8 @@ mod tests {
                 let mut data = key.as_bytes().to_vec();
                 data.extend_from_slice(&round.to_be_bytes());
                 data.resize(data.len() + rng.random_range(0..40), b'.');
-                for node in bcs.flip.iter().filter(|n| n.item.0 == key) {
-                    replaced.insert(node.data.clone());
+                for (_, data) in bcs.pending().filter(|(item, _)| item.0 == key) {
+                    replaced.insert(data.to_vec());
                 }
                 bcs.add_or_replace(Key(key), data, 3);
             }
@@ -521,10 +559,12 @@ mod tests {
             assert_eq!(taken, this_fill.len());
             let left = room - buf.len();
             let overhead = if prefixed { 2 } else { 0 };
-            let mut passed_over = bcs.flip.iter().filter(|n| !this_fill.contains(&n.data));
+            let mut passed_over = bcs
+                .pending()
+                .filter(|(_, data)| !this_fill.iter().any(|sent| sent == data));
             if taken < max_items {
                 assert!(
-                    passed_over.all(|n| n.data.len() + overhead > left),
+                    passed_over.all(|(_, data)| data.len() + overhead > left),
                     "an entry that fits was left behind"
                 );
                 if !bcs.is_empty() && left > 0 {
@@ -532,8 +572,8 @@ mod tests {
                 }
             }
             let mut counted = alloc::collections::BTreeMap::new();
-            for node in bcs.flip.iter() {
-                *counted.entry(node.data.len()).or_insert(0) += 1;
+            for (_, data) in bcs.pending() {
+                *counted.entry(data.len()).or_insert(0) += 1;
             }
             assert_eq!(counted, bcs.lengths);
             for data in this_fill {

@@ -35,10 +35,10 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     ///
     /// It's a good idea to have this type as lean as possible
     ///
-    /// (Shoal's patch) Ordered: the member list keeps an index by
+    /// (Shoal's patch) Hashable: the member list keeps an index by
     /// address, so that finding a member is a lookup, not a walk of
     /// the whole list.
-    type Addr: Ord;
+    type Addr: core::hash::Hash + Eq;
 
     /// Opt-in on auto-rejoining by providing a new identity.
     ///
