@@ -30,10 +30,10 @@ pub mod swarm;
 use std::time::Instant;
 
 pub use checks::{CheckKind, CheckResult};
-pub use metrics::{KindCount, Percentiles, Sample};
+pub use metrics::{FRESHNESS_NODES, KindCount, Percentiles, Sample};
 pub use report::{
     AppliedAction, Band, ConsensusReport, DetectionReport, DisseminationReport, FalseDownReport,
-    KindRate, LoadReport, MetricsReport, Report,
+    KindRate, LoadReport, MetricsReport, Report, TelemetryReport,
 };
 pub use scenario::{Overrides, Scenario};
 

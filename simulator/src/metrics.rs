@@ -70,7 +70,25 @@ pub struct Sample {
     pub raft_leader: bool,
     /// Applied index of the leader's catalog (0 without a leader).
     pub catalog_index: u64,
+    /// Telemetry freshness over the sampled pairs (agent, node) — up to
+    /// [`FRESHNESS_NODES`] running agents, each about the other sampled
+    /// nodes: the percentage of pairs where the agent holds the node's
+    /// newest version. `None` when no pair could be sampled.
+    pub telemetry_fresh_percent: Option<f64>,
+    /// The 99th percentile, over the same pairs, of how stale the agent's
+    /// copy is: zero when it holds the node's newest version, else the
+    /// time since the first version it lacks was published. Seconds.
+    pub telemetry_stale_p99_s: Option<f64>,
 }
+
+/// Running nodes sampled for telemetry freshness, evenly spaced: each one's
+/// copy of the others' records is compared with their newest versions, so a
+/// sample costs at most `FRESHNESS_NODES²` lookups whatever the cluster size.
+pub const FRESHNESS_NODES: usize = 50;
+
+/// Telemetry versions remembered per node, with when each was published:
+/// a copy further behind counts as stale since the oldest one kept.
+pub(crate) const PUBLISHED_KEPT: usize = 16;
 
 /// Everything measured during one run.
 #[derive(Debug, Default)]
@@ -109,6 +127,10 @@ pub(crate) struct Metrics {
     pub(crate) node_seconds: f64,
     pub(crate) samples: Vec<Sample>,
     messages_at_last_sample: u64,
+    /// Telemetry staleness of every sampled pair, every sample.
+    pub(crate) staleness: Vec<Duration>,
+    /// The same, from the samples at or after the last fault's end.
+    pub(crate) staleness_after_faults: Vec<Duration>,
     /// Last seen `Stats::suspicions` per node, to notice new suspicions.
     pub(crate) suspicions_seen: Vec<u64>,
 }
@@ -355,7 +377,27 @@ impl Metrics {
             raft_term: raft.0,
             raft_leader: raft.1,
             catalog_index: raft.2,
+            telemetry_fresh_percent: None,
+            telemetry_stale_p99_s: None,
         });
+    }
+
+    /// Adds the telemetry staleness of the pairs sampled with the last
+    /// [`Metrics::sample`]; `after_faults` if the sample is at or after the
+    /// last fault's end.
+    pub(crate) fn sample_staleness(&mut self, staleness: &[Duration], after_faults: bool) {
+        let Some(sample) = self.samples.last_mut() else {
+            return;
+        };
+        if !staleness.is_empty() {
+            let fresh = staleness.iter().filter(|s| s.is_zero()).count();
+            sample.telemetry_fresh_percent = Some(100.0 * fresh as f64 / staleness.len() as f64);
+            sample.telemetry_stale_p99_s = Some(Percentiles::of(staleness).p99_ms / 1e3);
+        }
+        self.staleness.extend_from_slice(staleness);
+        if after_faults {
+            self.staleness_after_faults.extend_from_slice(staleness);
+        }
     }
 }
 

@@ -146,6 +146,37 @@ pub struct ConsensusReport {
     pub commit_latency: Percentiles,
 }
 
+/// How fresh each sampled agent's copy of the other sampled nodes'
+/// telemetry was, over every sample (see [`Sample::telemetry_stale_p99_s`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TelemetryReport {
+    /// Pairs (agent, node) sampled, summed over the samples.
+    pub pairs: usize,
+    /// Of those, the percentage where the agent held the node's newest
+    /// version (100 without pairs).
+    pub fresh_percent: f64,
+    /// How stale the copies were (zero for the fresh ones).
+    pub staleness: Percentiles,
+    /// The same over the samples from `liveness_from_s` on.
+    pub staleness_after_faults: Percentiles,
+}
+
+impl TelemetryReport {
+    pub(crate) fn of(metrics: &Metrics) -> Self {
+        let fresh = metrics.staleness.iter().filter(|s| s.is_zero()).count();
+        Self {
+            pairs: metrics.staleness.len(),
+            fresh_percent: if metrics.staleness.is_empty() {
+                100.0
+            } else {
+                100.0 * fresh as f64 / metrics.staleness.len() as f64
+            },
+            staleness: Percentiles::of(&metrics.staleness),
+            staleness_after_faults: Percentiles::of(&metrics.staleness_after_faults),
+        }
+    }
+}
+
 /// Every metric of a run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MetricsReport {
@@ -159,6 +190,8 @@ pub struct MetricsReport {
     pub load: LoadReport,
     /// Raft and catalog.
     pub consensus: ConsensusReport,
+    /// Telemetry freshness over the samples.
+    pub telemetry: TelemetryReport,
     /// Membership counters summed over the nodes running at the end.
     pub membership: BTreeMap<String, u64>,
 }
@@ -293,6 +326,18 @@ impl Report {
             c.writes_failed,
             c.commit_latency.p50_ms,
             c.commit_latency.p99_ms
+        );
+        let t = &m.telemetry;
+        let _ = writeln!(
+            text,
+            "  telemetry: {:.1} % of {} sampled copies fresh; staleness p50 {:.0} / p99 {:.0} / max {:.0} ms, after the last fault p99 {:.0} / max {:.0} ms",
+            t.fresh_percent,
+            t.pairs,
+            t.staleness.p50_ms,
+            t.staleness.p99_ms,
+            t.staleness.max_ms,
+            t.staleness_after_faults.p99_ms,
+            t.staleness_after_faults.max_ms
         );
         let _ = writeln!(text, "replay: {}", self.command);
         text
@@ -447,6 +492,7 @@ pub(crate) fn build(
             dissemination,
             load,
             consensus,
+            telemetry: TelemetryReport::of(metrics),
             membership,
         },
         events: world.applied.clone(),
@@ -460,4 +506,48 @@ pub(crate) fn build(
     report.wall_time_s = wall.as_secs_f64();
     report.events_per_s = world.events_processed as f64 / wall.as_secs_f64().max(1e-9);
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn telemetry_staleness_is_summed_over_every_sampled_pair() {
+        let ms = Duration::from_millis;
+        let mut metrics = Metrics::new(0);
+        let sample = |metrics: &mut Metrics, at: u64, staleness: &[Duration], after: bool| {
+            metrics.sample(
+                Duration::from_secs(at),
+                ms(1000),
+                0,
+                0,
+                (0, 0),
+                (0, false, 0),
+            );
+            metrics.sample_staleness(staleness, after);
+        };
+        sample(&mut metrics, 1, &[], false);
+        sample(&mut metrics, 2, &[ms(0), ms(0), ms(4000), ms(0)], false);
+        sample(&mut metrics, 3, &[ms(0), ms(1000)], true);
+        let fresh: Vec<Option<f64>> = metrics
+            .samples
+            .iter()
+            .map(|s| s.telemetry_fresh_percent)
+            .collect();
+        assert_eq!(fresh, [None, Some(75.0), Some(50.0)]);
+        assert_eq!(metrics.samples[1].telemetry_stale_p99_s, Some(4.0));
+        let report = TelemetryReport::of(&metrics);
+        assert_eq!(report.pairs, 6);
+        assert!((report.fresh_percent - 400.0 / 6.0).abs() < 1e-9);
+        assert_eq!(
+            (report.staleness.p50_ms, report.staleness.max_ms),
+            (0.0, 4000.0)
+        );
+        assert_eq!(report.staleness_after_faults.count, 2);
+        assert_eq!(report.staleness_after_faults.max_ms, 1000.0);
+        assert_eq!(TelemetryReport::of(&Metrics::new(0)).fresh_percent, 100.0);
+    }
 }

@@ -10,17 +10,18 @@
 //! folded into a running digest.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use foca::Codec as _;
 use shoal_membership::codec::MsgpackCodec;
+use shoal_membership::telemetry::Version;
 use shoal_membership::{Event, Identity, MemberState, MembershipConfig, NodeId, Role};
 
 use crate::checks::{CheckKind, Checks};
-use crate::metrics::Metrics;
+use crate::metrics::{FRESHNESS_NODES, Metrics, PUBLISHED_KEPT};
 use crate::network::{Cut, LinkQuality, Network, NodeSet};
 use crate::node::{NodeSpec, Output, SimNode, Status, addr_of, index_of};
 use crate::raft::{RaftViolation, RaftWatch, component_size};
@@ -157,6 +158,10 @@ pub(crate) struct World {
     partition_grace: Duration,
     /// Each node's latest stall: (start, end once resumed).
     stalls: Vec<Option<(Duration, Option<Duration>)>>,
+    /// Each node's telemetry versions as they were published (seen after
+    /// the input that published them), oldest first, the last
+    /// [`PUBLISHED_KEPT`]: when each version a copy lacks came out.
+    published: Vec<VecDeque<(Version, Duration)>>,
     /// The longest stall the membership config promises to ride out: a
     /// stalled node is only ever declared down after this long
     /// (`suspect_timeout_min`, the shortest suspicion).
@@ -317,6 +322,7 @@ impl World {
             envelope_len: shoal_membership::codec::Envelope::new(&config.cluster_name).len(),
             config,
             metrics: Metrics::new(n),
+            published: vec![VecDeque::new(); n],
             nodes,
             names,
             seeds,
@@ -541,6 +547,7 @@ impl World {
 
     /// Routes what node `index` produced, and reschedules its wake-up.
     fn after_input(&mut self, index: usize, mut out: Vec<Output>) {
+        self.note_published(index);
         for output in out.drain(..) {
             match output {
                 Output::Datagram { to, payload } => self.send(index, to, payload),
@@ -1408,6 +1415,8 @@ impl World {
         if leader.is_none() && self.bootstrap_expect > 0 {
             self.raft.leaderless += period;
         }
+        let staleness = self.telemetry_staleness();
+        let after_faults = self.now >= self.liveness_from;
         self.metrics.sample(
             self.now,
             period,
@@ -1416,6 +1425,7 @@ impl World {
             views,
             (term, leader.is_some(), catalog_index),
         );
+        self.metrics.sample_staleness(&staleness, after_faults);
         if self.now >= self.liveness_from {
             let id = self.ids.converged;
             if !self.checks.has_held(id) && !self.checks.is_failed(id) {
@@ -1502,6 +1512,61 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Notes a new telemetry version of node `index`, if its last input
+    /// published one.
+    fn note_published(&mut self, index: usize) {
+        let Some(version) = self.nodes[index].core().and_then(|core| {
+            core.membership()
+                .with_telemetry(|store| store.local_version())
+        }) else {
+            return;
+        };
+        let history = &mut self.published[index];
+        if history.back().is_none_or(|(last, _)| *last != version) {
+            if history.len() == PUBLISHED_KEPT {
+                history.pop_front();
+            }
+            history.push_back((version, self.now));
+        }
+    }
+
+    /// How stale each sampled agent's copy of each other sampled node's
+    /// telemetry is: zero if it holds the node's newest version, else the
+    /// time since the first version it lacks came out (see [`Sample`]).
+    /// Reads the cores only.
+    ///
+    /// [`Sample`]: crate::metrics::Sample
+    fn telemetry_staleness(&self) -> Vec<Duration> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].status == Status::Running && !self.zombies.contains(*i))
+            .collect();
+        let count = running.len().min(FRESHNESS_NODES);
+        let sampled: Vec<usize> = (0..count)
+            .map(|k| running[k * running.len() / count])
+            .collect();
+        let subjects: Vec<usize> = sampled
+            .iter()
+            .copied()
+            .filter(|&subject| !self.published[subject].is_empty())
+            .collect();
+        let mut staleness = Vec::with_capacity(sampled.len() * subjects.len());
+        for &observer in &sampled {
+            let core = self.nodes[observer].core().expect("running");
+            core.membership().with_telemetry(|store| {
+                for &subject in subjects.iter().filter(|s| **s != observer) {
+                    let held = store.record(&self.names[subject]).map(|r| r.version);
+                    // The first version newer than the one held (any, if
+                    // none is held); none: the copy is up to date.
+                    let lacking = self.published[subject]
+                        .iter()
+                        .find(|(version, _)| held.is_none_or(|held| *version > held));
+                    staleness.push(lacking.map_or(Duration::ZERO, |(_, at)| self.now - *at));
+                }
+            });
+        }
+        staleness
     }
 
     /// Every running agent holds a telemetry record of every running node,

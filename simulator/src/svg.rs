@@ -3,7 +3,8 @@
 //! Fault windows are shaded bands across every panel, labelled on top; the
 //! panels below plot the sampled time series: membership view sizes (the
 //! smallest and largest view among running agents, and how many processes
-//! are up), datagrams per second, and false "down" verdicts so far.
+//! are up), datagrams per second, Raft, telemetry freshness, and false
+//! "down" verdicts so far.
 
 use std::fmt::Write as _;
 
@@ -87,6 +88,14 @@ pub(crate) fn timeline(report: &Report) -> String {
                     value: |s| s.catalog_index as f64 / 10.0,
                 },
             ],
+        },
+        Panel {
+            title: "telemetry: how stale sampled agents' copies of each other's records are, p99 (s)",
+            series: vec![Series {
+                name: "stale p99 s",
+                color: "#e377c2",
+                value: |s| s.telemetry_stale_p99_s.unwrap_or(0.0),
+            }],
         },
         Panel {
             title: "false down verdicts (cumulative)",
