@@ -70,9 +70,9 @@ pub struct Sample {
     pub raft_leader: bool,
     /// Applied index of the leader's catalog (0 without a leader).
     pub catalog_index: u64,
-    /// Telemetry freshness over the sampled pairs (agent, node) — up to
-    /// [`FRESHNESS_NODES`] running agents, each about the other sampled
-    /// nodes: the percentage of pairs where the agent holds the node's
+    /// Telemetry freshness over the sampled pairs (agent, node) — the
+    /// running ones of up to [`FRESHNESS_NODES`] nodes, each about the other
+    /// sampled nodes: the percentage of pairs where the agent holds the node's
     /// newest version. `None` when no pair could be sampled.
     pub telemetry_fresh_percent: Option<f64>,
     /// The 99th percentile, over the same pairs, of how stale the agent's
@@ -81,9 +81,11 @@ pub struct Sample {
     pub telemetry_stale_p99_s: Option<f64>,
 }
 
-/// Running nodes sampled for telemetry freshness, evenly spaced: each one's
-/// copy of the others' records is compared with their newest versions, so a
-/// sample costs at most `FRESHNESS_NODES²` lookups whatever the cluster size.
+/// Nodes sampled for telemetry freshness, evenly spaced over the scenario's
+/// nodes (those running at each sample): each one's copy of the others'
+/// records is compared with their newest versions, so a sample costs at most
+/// `FRESHNESS_NODES²` lookups whatever the cluster size, and only these
+/// nodes' publications are followed.
 pub const FRESHNESS_NODES: usize = 50;
 
 /// Telemetry versions remembered per node, with when each was published:

@@ -158,10 +158,12 @@ pub(crate) struct World {
     partition_grace: Duration,
     /// Each node's latest stall: (start, end once resumed).
     stalls: Vec<Option<(Duration, Option<Duration>)>>,
-    /// Each node's telemetry versions as they were published (seen after
+    /// For the nodes sampled for telemetry freshness (up to
+    /// [`FRESHNESS_NODES`], evenly spaced over all nodes; `None` for the
+    /// others), their telemetry versions as they were published (seen after
     /// the input that published them), oldest first, the last
     /// [`PUBLISHED_KEPT`]: when each version a copy lacks came out.
-    published: Vec<VecDeque<(Version, Duration)>>,
+    published: Vec<Option<VecDeque<(Version, Duration)>>>,
     /// The longest stall the membership config promises to ride out: a
     /// stalled node is only ever declared down after this long
     /// (`suspect_timeout_min`, the shortest suspicion).
@@ -322,7 +324,14 @@ impl World {
             envelope_len: shoal_membership::codec::Envelope::new(&config.cluster_name).len(),
             config,
             metrics: Metrics::new(n),
-            published: vec![VecDeque::new(); n],
+            published: {
+                let mut published = vec![None; n];
+                let count = n.min(FRESHNESS_NODES);
+                for k in 0..count {
+                    published[k * n / count] = Some(VecDeque::new());
+                }
+                published
+            },
             nodes,
             names,
             seeds,
@@ -1517,13 +1526,16 @@ impl World {
     /// Notes a new telemetry version of node `index`, if its last input
     /// published one.
     fn note_published(&mut self, index: usize) {
+        if self.published[index].is_none() {
+            return;
+        }
         let Some(version) = self.nodes[index].core().and_then(|core| {
             core.membership()
                 .with_telemetry(|store| store.local_version())
         }) else {
             return;
         };
-        let history = &mut self.published[index];
+        let history = self.published[index].as_mut().expect("checked above");
         if history.back().is_none_or(|(last, _)| *last != version) {
             if history.len() == PUBLISHED_KEPT {
                 history.pop_front();
@@ -1539,17 +1551,18 @@ impl World {
     ///
     /// [`Sample`]: crate::metrics::Sample
     fn telemetry_staleness(&self) -> Vec<Duration> {
-        let running: Vec<usize> = (0..self.nodes.len())
+        let sampled: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.published[*i].is_some())
             .filter(|i| self.nodes[*i].status == Status::Running && !self.zombies.contains(*i))
-            .collect();
-        let count = running.len().min(FRESHNESS_NODES);
-        let sampled: Vec<usize> = (0..count)
-            .map(|k| running[k * running.len() / count])
             .collect();
         let subjects: Vec<usize> = sampled
             .iter()
             .copied()
-            .filter(|&subject| !self.published[subject].is_empty())
+            .filter(|&subject| {
+                self.published[subject]
+                    .as_ref()
+                    .is_some_and(|h| !h.is_empty())
+            })
             .collect();
         let mut staleness = Vec::with_capacity(sampled.len() * subjects.len());
         for &observer in &sampled {
@@ -1561,6 +1574,7 @@ impl World {
                     // none is held); none: the copy is up to date.
                     let lacking = self.published[subject]
                         .iter()
+                        .flatten()
                         .find(|(version, _)| held.is_none_or(|held| *version > held));
                     staleness.push(lacking.map_or(Duration::ZERO, |(_, at)| self.now - *at));
                 }
