@@ -30,7 +30,7 @@ pub mod swarm;
 use std::time::Instant;
 
 pub use checks::{CheckKind, CheckResult};
-pub use metrics::{FRESHNESS_NODES, KindCount, Percentiles, Sample};
+pub use metrics::{FRESHNESS_NODES, FRESHNESS_PERIOD, KindCount, Percentiles, Sample};
 pub use report::{
     AppliedAction, Band, ConsensusReport, DetectionReport, DisseminationReport, FalseDownReport,
     KindRate, LoadReport, MetricsReport, Report, TelemetryReport,

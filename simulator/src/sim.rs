@@ -21,7 +21,7 @@ use shoal_membership::telemetry::Version;
 use shoal_membership::{Event, Identity, MemberState, MembershipConfig, NodeId, Role};
 
 use crate::checks::{CheckKind, Checks};
-use crate::metrics::{FRESHNESS_NODES, Metrics, PUBLISHED_KEPT};
+use crate::metrics::{FRESHNESS_NODES, FRESHNESS_PERIOD, Metrics, PUBLISHED_KEPT};
 use crate::network::{Cut, LinkQuality, Network, NodeSet};
 use crate::node::{NodeSpec, Output, SimNode, Status, addr_of, index_of};
 use crate::raft::{RaftViolation, RaftWatch, component_size};
@@ -164,6 +164,8 @@ pub(crate) struct World {
     /// the input that published them), oldest first, the last
     /// [`PUBLISHED_KEPT`]: when each version a copy lacks came out.
     published: Vec<Option<VecDeque<(Version, Duration)>>>,
+    /// When the next sample measures telemetry freshness.
+    next_freshness_at: Duration,
     /// The longest stall the membership config promises to ride out: a
     /// stalled node is only ever declared down after this long
     /// (`suspect_timeout_min`, the shortest suspicion).
@@ -324,6 +326,7 @@ impl World {
             envelope_len: shoal_membership::codec::Envelope::new(&config.cluster_name).len(),
             config,
             metrics: Metrics::new(n),
+            next_freshness_at: Duration::ZERO,
             published: {
                 let mut published = vec![None; n];
                 let count = n.min(FRESHNESS_NODES);
@@ -1424,7 +1427,12 @@ impl World {
         if leader.is_none() && self.bootstrap_expect > 0 {
             self.raft.leaderless += period;
         }
-        let staleness = self.telemetry_staleness();
+        let staleness = if self.now >= self.next_freshness_at {
+            self.next_freshness_at = self.now + FRESHNESS_PERIOD;
+            self.telemetry_staleness()
+        } else {
+            Vec::new()
+        };
         let after_faults = self.now >= self.liveness_from;
         self.metrics.sample(
             self.now,

@@ -23,7 +23,8 @@ const BAND_LABELS_MAX: usize = 40;
 struct Series<'a> {
     name: &'a str,
     color: &'a str,
-    value: fn(&Sample) -> f64,
+    /// `None`: the sample has no value for this series (skipped).
+    value: fn(&Sample) -> Option<f64>,
 }
 
 struct Panel<'a> {
@@ -47,17 +48,17 @@ pub(crate) fn timeline(report: &Report) -> String {
                 Series {
                     name: "up",
                     color: "#999999",
-                    value: |s| s.nodes_up as f64,
+                    value: |s| Some(s.nodes_up as f64),
                 },
                 Series {
                     name: "view max",
                     color: "#1f77b4",
-                    value: |s| s.view_max as f64,
+                    value: |s| Some(s.view_max as f64),
                 },
                 Series {
                     name: "view min",
                     color: "#d62728",
-                    value: |s| s.view_min as f64,
+                    value: |s| Some(s.view_min as f64),
                 },
             ],
         },
@@ -66,7 +67,7 @@ pub(crate) fn timeline(report: &Report) -> String {
             series: vec![Series {
                 name: "msg/s",
                 color: "#2ca02c",
-                value: |s| s.messages_per_s,
+                value: |s| Some(s.messages_per_s),
             }],
         },
         Panel {
@@ -75,17 +76,17 @@ pub(crate) fn timeline(report: &Report) -> String {
                 Series {
                     name: "term",
                     color: "#ff7f0e",
-                    value: |s| s.raft_term as f64,
+                    value: |s| Some(s.raft_term as f64),
                 },
                 Series {
                     name: "leader",
                     color: "#17becf",
-                    value: |s| f64::from(u8::from(s.raft_leader)),
+                    value: |s| Some(f64::from(u8::from(s.raft_leader))),
                 },
                 Series {
                     name: "catalog/10",
                     color: "#8c564b",
-                    value: |s| s.catalog_index as f64 / 10.0,
+                    value: |s| Some(s.catalog_index as f64 / 10.0),
                 },
             ],
         },
@@ -94,7 +95,7 @@ pub(crate) fn timeline(report: &Report) -> String {
             series: vec![Series {
                 name: "stale p99 s",
                 color: "#e377c2",
-                value: |s| s.telemetry_stale_p99_s.unwrap_or(0.0),
+                value: |s| s.telemetry_stale_p99_s,
             }],
         },
         Panel {
@@ -102,7 +103,7 @@ pub(crate) fn timeline(report: &Report) -> String {
             series: vec![Series {
                 name: "false downs",
                 color: "#9467bd",
-                value: |s| s.false_downs as f64,
+                value: |s| Some(s.false_downs as f64),
             }],
         },
     ];
@@ -154,7 +155,12 @@ pub(crate) fn timeline(report: &Report) -> String {
         let max = report
             .samples
             .iter()
-            .flat_map(|s| panel.series.iter().map(move |series| (series.value)(s)))
+            .flat_map(|s| {
+                panel
+                    .series
+                    .iter()
+                    .filter_map(move |series| (series.value)(s))
+            })
             .fold(0.0_f64, f64::max)
             .max(1.0);
         let y = |v: f64| top + PANEL_HEIGHT - (v / max) * PANEL_HEIGHT;
@@ -180,12 +186,9 @@ pub(crate) fn timeline(report: &Report) -> String {
         for (k, series) in panel.series.iter().enumerate() {
             let mut points = String::new();
             for sample in &report.samples {
-                let _ = write!(
-                    points,
-                    "{:.1},{:.1} ",
-                    x(sample.t_s),
-                    y((series.value)(sample))
-                );
+                if let Some(value) = (series.value)(sample) {
+                    let _ = write!(points, "{:.1},{:.1} ", x(sample.t_s), y(value));
+                }
             }
             let _ = writeln!(
                 svg,
