@@ -78,7 +78,9 @@ pub struct Sample {
     pub telemetry_fresh_percent: Option<f64>,
     /// The 99th percentile, over the same pairs, of how stale the agent's
     /// copy is: zero when it holds the node's newest version, else the
-    /// time since the first version it lacks was published. Seconds.
+    /// time since the first version it lacks was published (or since the
+    /// agent started, if later; a restarted node's versions count from its
+    /// new run). Seconds.
     pub telemetry_stale_p99_s: Option<f64>,
 }
 

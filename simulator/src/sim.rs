@@ -166,6 +166,9 @@ pub(crate) struct World {
     published: Vec<Option<VecDeque<(Version, Duration)>>>,
     /// When the next sample measures telemetry freshness.
     next_freshness_at: Duration,
+    /// When each node's current run started: a copy is not stale for the
+    /// time its agent was not running.
+    started_at: Vec<Duration>,
     /// The longest stall the membership config promises to ride out: a
     /// stalled node is only ever declared down after this long
     /// (`suspect_timeout_min`, the shortest suspicion).
@@ -327,6 +330,7 @@ impl World {
             config,
             metrics: Metrics::new(n),
             next_freshness_at: Duration::ZERO,
+            started_at: vec![Duration::ZERO; n],
             published: {
                 let mut published = vec![None; n];
                 let count = n.min(FRESHNESS_NODES);
@@ -929,6 +933,13 @@ impl World {
         if self.nodes[index].status.is_up() {
             return;
         }
+        // Freshness counts from this run's versions: a copy that lacks a
+        // version the previous run published before it stopped is stale
+        // only once this run publishes.
+        if let Some(history) = &mut self.published[index] {
+            history.clear();
+        }
+        self.started_at[index] = self.now;
         let generation = self.nodes[index].generation + 1;
         let rng_seed = stream_seed(
             self.seed,
@@ -1579,12 +1590,16 @@ impl World {
                 for &subject in subjects.iter().filter(|s| **s != observer) {
                     let held = store.record(&self.names[subject]).map(|r| r.version);
                     // The first version newer than the one held (any, if
-                    // none is held); none: the copy is up to date.
+                    // none is held); none: the copy is up to date. Stale
+                    // from when it came out, or from when this agent started
+                    // if that was later.
                     let lacking = self.published[subject]
                         .iter()
                         .flatten()
                         .find(|(version, _)| held.is_none_or(|held| *version > held));
-                    staleness.push(lacking.map_or(Duration::ZERO, |(_, at)| self.now - *at));
+                    staleness.push(lacking.map_or(Duration::ZERO, |(_, at)| {
+                        self.now - (*at).max(self.started_at[observer])
+                    }));
                 }
             });
         }

@@ -46,3 +46,19 @@ fn staleness_grows_while_a_partition_holds_new_versions_back_and_ends_after_the_
         "{telemetry:?}"
     );
 }
+
+#[test]
+fn a_crashed_zone_is_not_counted_stale_for_its_downtime() {
+    let scenario = common::scenario("zone_failure", Some(12), Some(Duration::from_secs(150)));
+    let report = shoal_simulator::run(&scenario, 1, "test").unwrap();
+    let band = &report.bands[0];
+    let outage_ms = 1e3 * (band.end_s.unwrap() - band.start_s);
+    // Copies held by the restarted agents, and copies of their records,
+    // count from the restart: nothing is stale for the whole outage.
+    let telemetry = &report.metrics.telemetry;
+    assert!(telemetry.pairs > 0);
+    assert!(
+        telemetry.staleness.max_ms < outage_ms,
+        "{telemetry:?}, outage {outage_ms} ms"
+    );
+}
