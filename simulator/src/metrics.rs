@@ -7,10 +7,12 @@
 //! node (who must see it down), or one start of one generation (who must
 //! see it up), each with the set of observers still to be convinced.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
+
+use shoal_membership::telemetry::Version;
 
 use crate::network::NodeSet;
 
@@ -78,9 +80,9 @@ pub struct Sample {
     pub telemetry_fresh_percent: Option<f64>,
     /// The 99th percentile, over the same pairs, of how stale the agent's
     /// copy is: zero when it holds the node's newest version, else the
-    /// time since the first version it lacks was published (or since the
-    /// agent started, if later; a restarted node's versions count from its
-    /// new run). Seconds.
+    /// time since the first version it lacks was published, but not before
+    /// both the agent and the node's current run were up (see
+    /// [`stale_since`]). Seconds.
     pub telemetry_stale_p99_s: Option<f64>,
 }
 
@@ -96,9 +98,27 @@ pub const FRESHNESS_NODES: usize = 50;
 /// a negligible part of a 1,000-agent run.
 pub const FRESHNESS_PERIOD: Duration = Duration::from_secs(5);
 
-/// Telemetry versions remembered per node, with when each was published:
-/// a copy further behind counts as stale since the oldest one kept.
-pub(crate) const PUBLISHED_KEPT: usize = 16;
+/// Telemetry versions remembered per sampled node, with when each was
+/// published: a copy further behind counts as stale since the oldest one
+/// kept. 256 heartbeats are more than eight hours at 1,000 nodes; the
+/// history of 50 nodes is then 300 KB.
+pub(crate) const PUBLISHED_KEPT: usize = 256;
+
+/// Since when a copy holding version `held` (or none) of a node whose
+/// publications were `history` (oldest first, versions increasing) lacks
+/// data: the publication of the first version newer than `held`, but never
+/// before `floor` (when both the copy's holder and the node's current run
+/// were up). `None`: the copy holds the newest version.
+pub(crate) fn stale_since(
+    history: &VecDeque<(Version, Duration)>,
+    held: Option<Version>,
+    floor: Duration,
+) -> Option<Duration> {
+    let first_lacking = history.partition_point(|(version, _)| Some(*version) <= held);
+    history
+        .get(first_lacking)
+        .map(|(_, published_at)| (*published_at).max(floor))
+}
 
 /// Everything measured during one run.
 #[derive(Debug, Default)]
@@ -137,9 +157,12 @@ pub(crate) struct Metrics {
     pub(crate) node_seconds: f64,
     pub(crate) samples: Vec<Sample>,
     messages_at_last_sample: u64,
-    /// Telemetry staleness of every sampled pair, every sample.
+    /// Telemetry staleness of every sampled pair, every freshness sample.
+    /// Like `samples`, it grows with the run: at most 50 × 49 pairs every
+    /// 5 s, about 28 MB per simulated hour.
     pub(crate) staleness: Vec<Duration>,
-    /// The same, from the samples at or after the last fault's end.
+    /// The same from the samples at or after the last fault's end, each
+    /// counted from that end at the earliest.
     pub(crate) staleness_after_faults: Vec<Duration>,
     /// Last seen `Stats::suspicions` per node, to notice new suspicions.
     pub(crate) suspicions_seen: Vec<u64>,
@@ -392,21 +415,35 @@ impl Metrics {
         });
     }
 
-    /// Adds the telemetry staleness of the pairs sampled with the last
-    /// [`Metrics::sample`]; `after_faults` if the sample is at or after the
-    /// last fault's end.
-    pub(crate) fn sample_staleness(&mut self, staleness: &[Duration], after_faults: bool) {
+    /// Adds the telemetry freshness of the pairs sampled at `now` with the
+    /// last [`Metrics::sample`]: since when each copy lacks a version
+    /// (`None`: fresh; see [`stale_since`]). `faults_ended`, once the last
+    /// fault has ended: when; the copies then also count, as stale since
+    /// that moment at the earliest, towards the staleness after faults.
+    pub(crate) fn sample_staleness(
+        &mut self,
+        now: Duration,
+        stale_since: &[Option<Duration>],
+        faults_ended: Option<Duration>,
+    ) {
         let Some(sample) = self.samples.last_mut() else {
             return;
         };
-        if !staleness.is_empty() {
-            let fresh = staleness.iter().filter(|s| s.is_zero()).count();
-            sample.telemetry_fresh_percent = Some(100.0 * fresh as f64 / staleness.len() as f64);
-            sample.telemetry_stale_p99_s = Some(Percentiles::of(staleness).p99_ms / 1e3);
+        let staleness = |floor: Duration| {
+            stale_since
+                .iter()
+                .map(move |since| since.map_or(Duration::ZERO, |since| now - since.max(floor)))
+        };
+        let start = self.staleness.len();
+        self.staleness.extend(staleness(Duration::ZERO));
+        if !stale_since.is_empty() {
+            let sampled = &self.staleness[start..];
+            let fresh = stale_since.iter().filter(|since| since.is_none()).count();
+            sample.telemetry_fresh_percent = Some(100.0 * fresh as f64 / sampled.len() as f64);
+            sample.telemetry_stale_p99_s = Some(Percentiles::of(sampled).p99_ms / 1e3);
         }
-        self.staleness.extend_from_slice(staleness);
-        if after_faults {
-            self.staleness_after_faults.extend_from_slice(staleness);
+        if let Some(ended) = faults_ended {
+            self.staleness_after_faults.extend(staleness(ended));
         }
     }
 }
@@ -458,6 +495,38 @@ mod tests {
             (100, 50.0, 99.0, 100.0)
         );
         assert_eq!(Percentiles::of(&[]).count, 0);
+    }
+
+    #[test]
+    fn a_copy_is_stale_since_the_first_version_it_lacks_and_never_before_the_floor() {
+        let s = Duration::from_secs;
+        let v = |sequence| Version {
+            generation: shoal_membership::Generation(1),
+            sequence: shoal_membership::telemetry::Sequence(sequence),
+        };
+        let history: VecDeque<(Version, Duration)> =
+            [(v(1), s(10)), (v(2), s(20)), (v(3), s(30))].into();
+        let cases = [
+            // (held, floor, stale since)
+            (Some(v(3)), s(0), None),
+            (Some(v(2)), s(0), Some(s(30))),
+            (Some(v(1)), s(0), Some(s(20))),
+            (None, s(0), Some(s(10))),
+            // Further behind than the history: since the oldest kept.
+            (Some(v(0)), s(0), Some(s(10))),
+            // The holder, or the node's current run, started later.
+            (Some(v(1)), s(25), Some(s(25))),
+            (None, s(40), Some(s(40))),
+            (Some(v(3)), s(40), None),
+        ];
+        for (held, floor, expected) in cases {
+            assert_eq!(
+                stale_since(&history, held, floor),
+                expected,
+                "{held:?} {floor:?}"
+            );
+        }
+        assert_eq!(stale_since(&VecDeque::new(), None, s(0)), None);
     }
 
     #[test]

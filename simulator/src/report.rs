@@ -148,7 +148,7 @@ pub struct ConsensusReport {
 
 /// How fresh each sampled agent's copy of the other sampled nodes'
 /// telemetry was, over every sample (see [`Sample::telemetry_stale_p99_s`]).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TelemetryReport {
     /// Pairs (agent, node) sampled, summed over the samples.
     pub pairs: usize,
@@ -157,8 +157,22 @@ pub struct TelemetryReport {
     pub fresh_percent: f64,
     /// How stale the copies were (zero for the fresh ones).
     pub staleness: Percentiles,
-    /// The same over the samples from `liveness_from_s` on.
+    /// The same over the samples from `liveness_from_s` on, each copy
+    /// counted as stale from that moment at the earliest: how long copies
+    /// stayed behind after the last fault, not how far behind it left them.
     pub staleness_after_faults: Percentiles,
+}
+
+impl Default for TelemetryReport {
+    /// No pairs: nothing stale.
+    fn default() -> Self {
+        Self {
+            pairs: 0,
+            fresh_percent: 100.0,
+            staleness: Percentiles::default(),
+            staleness_after_faults: Percentiles::default(),
+        }
+    }
 }
 
 impl TelemetryReport {
@@ -516,22 +530,19 @@ mod tests {
 
     #[test]
     fn telemetry_staleness_is_summed_over_every_sampled_pair() {
-        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
         let mut metrics = Metrics::new(0);
-        let sample = |metrics: &mut Metrics, at: u64, staleness: &[Duration], after: bool| {
-            metrics.sample(
-                Duration::from_secs(at),
-                ms(1000),
-                0,
-                0,
-                (0, 0),
-                (0, false, 0),
-            );
-            metrics.sample_staleness(staleness, after);
+        let sample = |metrics: &mut Metrics,
+                      at: u64,
+                      since: &[Option<Duration>],
+                      ended: Option<Duration>| {
+            metrics.sample(s(at), s(1), 0, 0, (0, 0), (0, false, 0));
+            metrics.sample_staleness(s(at), since, ended);
         };
-        sample(&mut metrics, 1, &[], false);
-        sample(&mut metrics, 2, &[ms(0), ms(0), ms(4000), ms(0)], false);
-        sample(&mut metrics, 3, &[ms(0), ms(1000)], true);
+        sample(&mut metrics, 1, &[], None);
+        sample(&mut metrics, 6, &[None, None, Some(s(2)), None], None);
+        // The last fault ended at 10 s: a copy stale since 4 s counts from 10 s.
+        sample(&mut metrics, 11, &[None, Some(s(4))], Some(s(10)));
         let fresh: Vec<Option<f64>> = metrics
             .samples
             .iter()
@@ -544,10 +555,14 @@ mod tests {
         assert!((report.fresh_percent - 400.0 / 6.0).abs() < 1e-9);
         assert_eq!(
             (report.staleness.p50_ms, report.staleness.max_ms),
-            (0.0, 4000.0)
+            (0.0, 7000.0)
         );
         assert_eq!(report.staleness_after_faults.count, 2);
         assert_eq!(report.staleness_after_faults.max_ms, 1000.0);
-        assert_eq!(TelemetryReport::of(&Metrics::new(0)).fresh_percent, 100.0);
+        assert_eq!(
+            TelemetryReport::of(&Metrics::new(0)),
+            TelemetryReport::default()
+        );
+        assert_eq!(TelemetryReport::default().fresh_percent, 100.0);
     }
 }

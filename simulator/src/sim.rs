@@ -21,7 +21,7 @@ use shoal_membership::telemetry::Version;
 use shoal_membership::{Event, Identity, MemberState, MembershipConfig, NodeId, Role};
 
 use crate::checks::{CheckKind, Checks};
-use crate::metrics::{FRESHNESS_NODES, FRESHNESS_PERIOD, Metrics, PUBLISHED_KEPT};
+use crate::metrics::{FRESHNESS_NODES, FRESHNESS_PERIOD, Metrics, PUBLISHED_KEPT, stale_since};
 use crate::network::{Cut, LinkQuality, Network, NodeSet};
 use crate::node::{NodeSpec, Output, SimNode, Status, addr_of, index_of};
 use crate::raft::{RaftViolation, RaftWatch, component_size};
@@ -933,12 +933,6 @@ impl World {
         if self.nodes[index].status.is_up() {
             return;
         }
-        // Freshness counts from this run's versions: a copy that lacks a
-        // version the previous run published before it stopped is stale
-        // only once this run publishes.
-        if let Some(history) = &mut self.published[index] {
-            history.clear();
-        }
         self.started_at[index] = self.now;
         let generation = self.nodes[index].generation + 1;
         let rng_seed = stream_seed(
@@ -1438,13 +1432,15 @@ impl World {
         if leader.is_none() && self.bootstrap_expect > 0 {
             self.raft.leaderless += period;
         }
-        let staleness = if self.now >= self.next_freshness_at {
-            self.next_freshness_at = self.now + FRESHNESS_PERIOD;
+        let stale_since = if self.now >= self.next_freshness_at {
+            while self.next_freshness_at <= self.now {
+                self.next_freshness_at += FRESHNESS_PERIOD;
+            }
             self.telemetry_staleness()
         } else {
             Vec::new()
         };
-        let after_faults = self.now >= self.liveness_from;
+        let after_faults = (self.now >= self.liveness_from).then_some(self.liveness_from);
         self.metrics.sample(
             self.now,
             period,
@@ -1453,7 +1449,8 @@ impl World {
             views,
             (term, leader.is_some(), catalog_index),
         );
-        self.metrics.sample_staleness(&staleness, after_faults);
+        self.metrics
+            .sample_staleness(self.now, &stale_since, after_faults);
         if self.now >= self.liveness_from {
             let id = self.ids.converged;
             if !self.checks.has_held(id) && !self.checks.is_failed(id) {
@@ -1545,16 +1542,15 @@ impl World {
     /// Notes a new telemetry version of node `index`, if its last input
     /// published one.
     fn note_published(&mut self, index: usize) {
-        if self.published[index].is_none() {
+        let Some(history) = &mut self.published[index] else {
             return;
-        }
+        };
         let Some(version) = self.nodes[index].core().and_then(|core| {
             core.membership()
                 .with_telemetry(|store| store.local_version())
         }) else {
             return;
         };
-        let history = self.published[index].as_mut().expect("checked above");
         if history.back().is_none_or(|(last, _)| *last != version) {
             if history.len() == PUBLISHED_KEPT {
                 history.pop_front();
@@ -1563,47 +1559,36 @@ impl World {
         }
     }
 
-    /// How stale each sampled agent's copy of each other sampled node's
-    /// telemetry is: zero if it holds the node's newest version, else the
-    /// time since the first version it lacks came out (see [`Sample`]).
+    /// For each sampled agent's copy of each other sampled node's
+    /// telemetry, since when it lacks a version (`None`: it holds the
+    /// newest): see [`stale_since`]. A copy counts as stale only while both
+    /// runs are up: from the later of the two nodes' starts at the earliest.
     /// Reads the cores only.
-    ///
-    /// [`Sample`]: crate::metrics::Sample
-    fn telemetry_staleness(&self) -> Vec<Duration> {
+    fn telemetry_staleness(&self) -> Vec<Option<Duration>> {
         let sampled: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.published[*i].is_some())
-            .filter(|i| self.nodes[*i].status == Status::Running && !self.zombies.contains(*i))
+            .filter(|i| self.published[*i].is_some() && self.is_live(*i))
             .collect();
-        let subjects: Vec<usize> = sampled
-            .iter()
-            .copied()
-            .filter(|&subject| {
-                self.published[subject]
-                    .as_ref()
-                    .is_some_and(|h| !h.is_empty())
-            })
-            .collect();
-        let mut staleness = Vec::with_capacity(sampled.len() * subjects.len());
+        let mut since = Vec::with_capacity(sampled.len() * sampled.len());
         for &observer in &sampled {
             let core = self.nodes[observer].core().expect("running");
             core.membership().with_telemetry(|store| {
-                for &subject in subjects.iter().filter(|s| **s != observer) {
+                for &subject in sampled.iter().filter(|s| **s != observer) {
+                    let history = self.published[subject].as_ref().expect("sampled");
+                    if history.is_empty() {
+                        continue;
+                    }
                     let held = store.record(&self.names[subject]).map(|r| r.version);
-                    // The first version newer than the one held (any, if
-                    // none is held); none: the copy is up to date. Stale
-                    // from when it came out, or from when this agent started
-                    // if that was later.
-                    let lacking = self.published[subject]
-                        .iter()
-                        .flatten()
-                        .find(|(version, _)| held.is_none_or(|held| *version > held));
-                    staleness.push(lacking.map_or(Duration::ZERO, |(_, at)| {
-                        self.now - (*at).max(self.started_at[observer])
-                    }));
+                    let floor = self.started_at[observer].max(self.started_at[subject]);
+                    since.push(stale_since(history, held, floor));
                 }
             });
         }
-        staleness
+        since
+    }
+
+    /// Running, and not a zombie: a node whose core the checks read.
+    fn is_live(&self, index: usize) -> bool {
+        self.nodes[index].status == Status::Running && !self.zombies.contains(index)
     }
 
     /// Every running agent holds a telemetry record of every running node,
@@ -1611,9 +1596,7 @@ impl World {
     /// newest start everywhere (versions within a generation keep moving
     /// with heartbeats, so they are not compared).
     fn telemetry_converged(&self) -> Result<(), String> {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].status == Status::Running && !self.zombies.contains(*i))
-            .collect();
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|i| self.is_live(*i)).collect();
         for &observer in &running {
             let core = self.nodes[observer].core().expect("running");
             let lagging = core.membership().with_telemetry(|store| {
@@ -1666,9 +1649,7 @@ impl World {
         if let Some(node) = self.nodes.iter().find(|node| node.status == Status::Paused) {
             return Err(format!("{} is still paused", node.spec.name));
         }
-        let expected: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].status == Status::Running && !self.zombies.contains(*i))
-            .collect();
+        let expected: Vec<usize> = (0..self.nodes.len()).filter(|i| self.is_live(*i)).collect();
         let observers: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].status == Status::Running)
             .collect();

@@ -39,10 +39,16 @@ fn staleness_grows_while_a_partition_holds_new_versions_back_and_ends_after_the_
         "{:?}",
         stale(end, end + 15.0).collect::<Vec<_>>()
     );
+    // Counted from the heal, copies do not stay behind for long: what the
+    // partition left behind is caught up within seconds (counted from its
+    // start instead, the p99 after the heal is a whole partition long).
     let telemetry = &report.metrics.telemetry;
-    assert!(telemetry.fresh_percent < 100.0, "{telemetry:?}");
     assert!(
-        telemetry.staleness.max_ms >= 1e3 * worst(start, end),
+        telemetry.staleness_after_faults.p99_ms < 0.5e3 * (end - start),
+        "{telemetry:?}"
+    );
+    assert!(
+        telemetry.staleness.max_ms > 0.8e3 * (end - start),
         "{telemetry:?}"
     );
 }
