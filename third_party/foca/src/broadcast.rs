@@ -226,8 +226,8 @@ where
             });
             self.free.append(&mut replaced);
         }
-        Self::count_length(&mut self.lengths, data.len());
         let len = data.len();
+        Self::count_length(&mut self.lengths, len);
         let entry = Some(Entry { item, data });
         let at = if let Some(at) = self.free.pop() {
             self.entries[at] = entry;
@@ -302,6 +302,32 @@ where
         self.put_back_flop();
 
         num_taken
+    }
+
+    /// (Shoal's patch) The heaps and the slab agree: each slot points at
+    /// a live entry of its length, no two at the same one, and every other
+    /// entry of the slab is free.
+    #[cfg(test)]
+    fn assert_consistent(&self) {
+        assert!(self.flop.is_empty());
+        let mut pointed = alloc::vec![false; self.entries.len()];
+        for slot in self.flip.iter() {
+            let entry = self.entries[slot.at]
+                .as_ref()
+                .expect("a slot points at a live entry");
+            assert_eq!(entry.data.len(), slot.len);
+            assert!(
+                !core::mem::replace(&mut pointed[slot.at], true),
+                "one slot per entry"
+            );
+        }
+        for &at in &self.free {
+            assert!(
+                self.entries[at].is_none() && !pointed[at],
+                "a free entry is empty"
+            );
+        }
+        assert_eq!(self.flip.len() + self.free.len(), self.entries.len());
     }
 
     /// Every pending entry's key and data, in no particular order.
@@ -504,6 +530,116 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// (Shoal's patch) The slots over a slab send exactly what the heaps
+    /// of whole entries sent: `Model` is that earlier backlog (foca's,
+    /// with patch 2), driven in lockstep with random adds, replacements
+    /// and fills of both kinds.
+    #[test]
+    fn slots_send_what_whole_entries_sent() {
+        use bytes::BufMut;
+        use rand::{RngExt, SeedableRng, rngs::SmallRng};
+
+        struct ModelEntry {
+            remaining_tx: usize,
+            data: Vec<u8>,
+            item: Key,
+        }
+        impl PartialEq for ModelEntry {
+            fn eq(&self, other: &Self) -> bool {
+                self.cmp(other).is_eq()
+            }
+        }
+        impl Eq for ModelEntry {}
+        impl PartialOrd for ModelEntry {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for ModelEntry {
+            fn cmp(&self, other: &Self) -> Ordering {
+                (self.remaining_tx, self.data.len()).cmp(&(other.remaining_tx, other.data.len()))
+            }
+        }
+        #[derive(Default)]
+        struct Model(alloc::collections::BinaryHeap<ModelEntry>);
+        impl Model {
+            fn add_or_replace(&mut self, item: Key, data: Vec<u8>, max_tx: usize) {
+                self.0.retain(|node| !item.invalidates(&node.item));
+                self.0.push(ModelEntry {
+                    remaining_tx: max_tx,
+                    data,
+                    item,
+                });
+            }
+            fn fill(
+                &mut self,
+                mut buffer: impl BufMut,
+                max_items: usize,
+                overhead: usize,
+            ) -> usize {
+                let mut kept = alloc::collections::BinaryHeap::new();
+                let (mut taken, mut remaining) = (0, max_items);
+                while buffer.has_remaining_mut()
+                    && remaining > 0
+                    && self
+                        .0
+                        .iter()
+                        .any(|n| buffer.remaining_mut() >= n.data.len() + overhead)
+                {
+                    let Some(mut node) = self.0.pop() else { break };
+                    if buffer.remaining_mut() >= node.data.len() + overhead {
+                        taken += 1;
+                        remaining -= 1;
+                        if overhead == 2 {
+                            buffer.put_u16(node.data.len() as u16);
+                        }
+                        buffer.put_slice(&node.data);
+                        node.remaining_tx -= 1;
+                    }
+                    if node.remaining_tx > 0 {
+                        kept.push(node);
+                    }
+                }
+                self.0.append(&mut kept);
+                taken
+            }
+        }
+
+        const KEYS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        for seed in 0..50 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let (mut bcs, mut model) = (Broadcasts::<Key>::new(), Model::default());
+            for round in 0..500u32 {
+                for _ in 0..rng.random_range(0..3) {
+                    let key = KEYS[rng.random_range(0..KEYS.len())];
+                    let mut data = key.as_bytes().to_vec();
+                    data.extend_from_slice(&round.to_be_bytes());
+                    data.resize(data.len() + rng.random_range(0..30), b'.');
+                    let max_tx = rng.random_range(1..5);
+                    bcs.add_or_replace(Key(key), data.clone(), max_tx);
+                    model.add_or_replace(Key(key), data, max_tx);
+                }
+                let (room, max_items) = (rng.random_range(0..100), rng.random_range(1..6));
+                let prefixed = rng.random_range(0..2) == 1;
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                let taken = if prefixed {
+                    bcs.fill_with_len_prefix((&mut ours).limit(room), max_items)
+                } else {
+                    bcs.fill((&mut ours).limit(room), max_items)
+                };
+                let overhead = if prefixed { 2 } else { 0 };
+                let expected = model.fill((&mut theirs).limit(room), max_items, overhead);
+                assert_eq!(
+                    (taken, &ours),
+                    (expected, &theirs),
+                    "seed {seed}, round {round}"
+                );
+                assert_eq!(bcs.len(), model.0.len());
+                bcs.assert_consistent();
+            }
+        }
+    }
+
     /// (Shoal's patch) Stopping a fill early leaves nothing behind that
     /// would have fit: after every fill, each pending entry is longer than
     /// the room left (or the item limit was reached), the length counts
@@ -576,6 +712,7 @@ mod tests {
                 *counted.entry(data.len()).or_insert(0) += 1;
             }
             assert_eq!(counted, bcs.lengths);
+            bcs.assert_consistent();
             for data in this_fill {
                 *sent.entry(data).or_insert(0) += 1;
             }
