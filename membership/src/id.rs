@@ -21,10 +21,10 @@ pub const NODE_ID_LEN_MAX: usize = 64;
 ///
 /// Cheap to clone and to compare: ids of up to [`NODE_ID_INLINE_LEN`] bytes
 /// (all the usual `db-07`s) are stored inline and compared as one 128-bit
-/// integer, longer ones are a shared string. foca finds a member by
-/// comparing address keys (our node ids) along its whole member list for
-/// every update it applies, so at 1,000 members this comparison is the
-/// hottest code in the agent. On the wire a node id is a plain string.
+/// integer, longer ones are a shared string. foca looks a member up by its
+/// address key (our node id) for every update it applies: a hash of the id
+/// and a comparison (its patched member index, `third_party/foca/PATCHES.md`).
+/// On the wire a node id is a plain string.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct NodeId(Repr);
 

@@ -1462,11 +1462,10 @@ impl Membership {
         {
             return false;
         }
-        // foca finds each row's member by a walk along its member list, so
-        // applying a whole table costs n² comparisons; in a settled cluster
-        // nearly every row is one foca holds already, and applying a row
-        // identical to the known one changes nothing (foca only takes a
-        // newer incarnation or a stronger state). Only the others go in.
+        // In a settled cluster nearly every row is one foca holds already,
+        // and applying a row identical to the known one changes nothing
+        // (foca only takes a newer incarnation or a stronger state). Only
+        // the others go in.
         let known: BTreeMap<&NodeId, &foca::Member<Identity>> = self
             .foca
             .iter_membership_state()
