@@ -161,6 +161,8 @@ pub(crate) struct Metrics {
     /// Like `samples`, it grows with the run: at most 50 × 49 pairs every
     /// 5 s, about 28 MB per simulated hour.
     pub(crate) staleness: Vec<Duration>,
+    /// How many of those copies held the newest version.
+    pub(crate) fresh_copies: usize,
     /// The same from the samples at or after the last fault's end, each
     /// counted from that end at the earliest.
     pub(crate) staleness_after_faults: Vec<Duration>,
@@ -439,6 +441,7 @@ impl Metrics {
         if !stale_since.is_empty() {
             let sampled = &self.staleness[start..];
             let fresh = stale_since.iter().filter(|since| since.is_none()).count();
+            self.fresh_copies += fresh;
             sample.telemetry_fresh_percent = Some(100.0 * fresh as f64 / sampled.len() as f64);
             sample.telemetry_stale_p99_s = Some(Percentiles::of(sampled).p99_ms / 1e3);
         }

@@ -177,13 +177,12 @@ impl Default for TelemetryReport {
 
 impl TelemetryReport {
     pub(crate) fn of(metrics: &Metrics) -> Self {
-        let fresh = metrics.staleness.iter().filter(|s| s.is_zero()).count();
         Self {
             pairs: metrics.staleness.len(),
             fresh_percent: if metrics.staleness.is_empty() {
                 100.0
             } else {
-                100.0 * fresh as f64 / metrics.staleness.len() as f64
+                100.0 * metrics.fresh_copies as f64 / metrics.staleness.len() as f64
             },
             staleness: Percentiles::of(&metrics.staleness),
             staleness_after_faults: Percentiles::of(&metrics.staleness_after_faults),
