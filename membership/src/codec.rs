@@ -132,6 +132,9 @@ pub enum CodecError {
     /// Encoding failed (never expected for our types).
     #[error("encode: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// The bytes do not start with one whole MessagePack value.
+    #[error("decode: not a whole MessagePack value")]
+    Incomplete,
     /// The bytes are not a valid item.
     #[error("decode: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
@@ -149,28 +152,99 @@ pub enum CodecError {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MsgpackCodec;
 
-fn encode_item<T: Serialize>(item: &T, mut buf: impl BufMut) -> Result<(), CodecError> {
-    let bytes = rmp_serde::to_vec(item)?;
-    // foca requires that a failed encode leaves the buffer untouched.
-    if bytes.len() > buf.remaining_mut() {
-        return Err(CodecError::NoSpace {
-            needed: bytes.len(),
-            available: buf.remaining_mut(),
-        });
-    }
-    buf.put_slice(&bytes);
-    Ok(())
+thread_local! {
+    /// Where an item is encoded before it is copied into foca's buffer;
+    /// reused, so that encoding allocates nothing.
+    static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One item from the front of `buf`, which advances past it.
+fn encode_item<T: Serialize>(item: &T, mut buf: impl BufMut) -> Result<(), CodecError> {
+    ENCODED.with_borrow_mut(|bytes| {
+        bytes.clear();
+        item.serialize(&mut rmp_serde::Serializer::new(&mut *bytes))?;
+        // foca requires that a failed encode leaves the buffer untouched.
+        if bytes.len() > buf.remaining_mut() {
+            return Err(CodecError::NoSpace {
+                needed: bytes.len(),
+                available: buf.remaining_mut(),
+            });
+        }
+        buf.put_slice(bytes);
+        Ok(())
+    })
+}
+
+/// One item from the front of `buf`, which advances past it. The item's
+/// extent is measured first, so that it decodes from a slice: strings are
+/// read in place, not copied through a reader's buffer (allocated anew for
+/// every item).
 pub(crate) fn decode_item<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
     // foca guarantees the data is contiguous, so the first chunk is all of it.
     let chunk = buf.chunk();
-    let mut reader = chunk;
-    let item = rmp_serde::decode::from_read(&mut reader)?;
-    let consumed = chunk.len() - reader.len();
-    buf.advance(consumed);
+    let len = value_len(chunk).ok_or(CodecError::Incomplete)?;
+    let item = rmp_serde::from_slice(&chunk[..len])?;
+    buf.advance(len);
     Ok(item)
+}
+
+/// Length of the MessagePack value at the front of `bytes`, or `None` if
+/// `bytes` does not start with a whole, well-formed value. Walks the markers
+/// without decoding or allocating; nesting costs a counter, not recursion.
+pub(crate) fn value_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    // Values still to walk; each takes at least one byte, so more than the
+    // bytes left means the input is cut short (and bounds the counter).
+    let mut pending = 1usize;
+    while pending > 0 {
+        pending -= 1;
+        let marker = *bytes.get(at)?;
+        at += 1;
+        let mut length = |width: usize| -> Option<usize> {
+            let field = bytes.get(at..at.checked_add(width)?)?;
+            at += width;
+            Some(
+                field
+                    .iter()
+                    .fold(0usize, |length, byte| (length << 8) | usize::from(*byte)),
+            )
+        };
+        // (bytes of payload to skip, values nested inside)
+        let (skip, nested) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc1 => return None,
+            0xc4 | 0xd9 => (length(1)?, 0),
+            0xc5 | 0xda => (length(2)?, 0),
+            0xc6 | 0xdb => (length(4)?, 0),
+            0xc7 => (length(1)?.checked_add(1)?, 0),
+            0xc8 => (length(2)?.checked_add(1)?, 0),
+            0xc9 => (length(4)?.checked_add(1)?, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, length(2)?),
+            0xdd => (0, length(4)?),
+            0xde => (0, length(2)?.checked_mul(2)?),
+            0xdf => (0, length(4)?.checked_mul(2)?),
+        };
+        at = at.checked_add(skip)?;
+        if at > bytes.len() {
+            return None;
+        }
+        pending = pending.checked_add(nested)?;
+        if pending > bytes.len() - at {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 impl foca::Codec<Identity> for MsgpackCodec {

@@ -283,46 +283,12 @@ pub struct Identity {
     /// Role, labels and version, visible to every member. Shared, so that
     /// cloning an identity (foca does, for every update it applies and every
     /// broadcast it queues) copies no strings; and decoded through
-    /// [`interned_meta`], so that the copies of one member's identity that
+    /// `meta_cache::interned_meta`, so that the copies of one member's identity that
     /// arrive in every packet share one allocation, and comparing two of
-    /// them compares two pointers.
-    #[serde(deserialize_with = "interned_meta")]
+    /// them compares two pointers. A value already seen is decoded
+    /// without allocating (`meta_cache`).
+    #[serde(deserialize_with = "crate::meta_cache::interned_meta")]
     pub meta: Arc<MemberMeta>,
-}
-
-/// Distinct metadata values kept for sharing, per thread. A cluster has a
-/// handful (one per role, zone and agent version); a peer sending more only
-/// makes the cache start over.
-const METAS_INTERNED_MAX: usize = 1024;
-
-thread_local! {
-    /// Every [`MemberMeta`] decoded on this thread, each once. Only a cache:
-    /// a decoded value is the same whether it came from here or not, so no
-    /// behaviour depends on it (and a simulator's many agents share it).
-    static METAS: std::cell::RefCell<std::collections::BTreeSet<Arc<MemberMeta>>> =
-        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
-}
-
-/// Decodes a [`MemberMeta`] and returns the shared copy of that value.
-/// Every SWIM update carries an identity: without sharing, an agent held
-/// one copy of a member's labels per update it had kept about that member
-/// (foca's table, broadcasts), about a quarter of the
-/// simulator's memory at 200 agents.
-fn interned_meta<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Arc<MemberMeta>, D::Error> {
-    let meta = MemberMeta::deserialize(deserializer)?;
-    Ok(METAS.with_borrow_mut(|metas| {
-        if let Some(shared) = metas.get(&meta) {
-            return shared.clone();
-        }
-        if metas.len() >= METAS_INTERNED_MAX {
-            metas.clear();
-        }
-        let shared = Arc::new(meta);
-        metas.insert(shared.clone());
-        shared
-    }))
 }
 
 impl Identity {

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod id;
 pub mod lifeguard;
 mod lookup;
+mod meta_cache;
 pub mod rings;
 mod summary;
 pub mod swim;

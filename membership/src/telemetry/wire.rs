@@ -50,6 +50,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::TelemetryError;
 use super::digest::{DigestEntries, DigestWriter};
 use super::record::{NodeRecord, Version};
+use crate::codec::value_len;
 use crate::{Generation, NodeId};
 
 /// The telemetry wire format version this agent writes and reads.
@@ -849,66 +850,6 @@ pub fn decode_anti_entropy(
             },
         },
     )
-}
-
-/// Length of the MessagePack value at the front of `bytes`, or `None` if
-/// `bytes` does not start with a whole, well-formed value. Walks the markers
-/// without decoding or allocating; nesting costs a counter, not recursion.
-fn value_len(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0usize;
-    // Values still to walk; each takes at least one byte, so more than the
-    // bytes left means the input is cut short (and bounds the counter).
-    let mut pending = 1usize;
-    while pending > 0 {
-        pending -= 1;
-        let marker = *bytes.get(at)?;
-        at += 1;
-        let mut length = |width: usize| -> Option<usize> {
-            let field = bytes.get(at..at.checked_add(width)?)?;
-            at += width;
-            Some(
-                field
-                    .iter()
-                    .fold(0usize, |length, byte| (length << 8) | usize::from(*byte)),
-            )
-        };
-        // (bytes of payload to skip, values nested inside)
-        let (skip, nested) = match marker {
-            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
-            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
-            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
-            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
-            0xc1 => return None,
-            0xc4 | 0xd9 => (length(1)?, 0),
-            0xc5 | 0xda => (length(2)?, 0),
-            0xc6 | 0xdb => (length(4)?, 0),
-            0xc7 => (length(1)?.checked_add(1)?, 0),
-            0xc8 => (length(2)?.checked_add(1)?, 0),
-            0xc9 => (length(4)?.checked_add(1)?, 0),
-            0xcc | 0xd0 => (1, 0),
-            0xcd | 0xd1 => (2, 0),
-            0xca | 0xce | 0xd2 => (4, 0),
-            0xcb | 0xcf | 0xd3 => (8, 0),
-            0xd4 => (2, 0),
-            0xd5 => (3, 0),
-            0xd6 => (5, 0),
-            0xd7 => (9, 0),
-            0xd8 => (17, 0),
-            0xdc => (0, length(2)?),
-            0xdd => (0, length(4)?),
-            0xde => (0, length(2)?.checked_mul(2)?),
-            0xdf => (0, length(4)?.checked_mul(2)?),
-        };
-        at = at.checked_add(skip)?;
-        if at > bytes.len() {
-            return None;
-        }
-        pending = pending.checked_add(nested)?;
-        if pending > bytes.len() - at {
-            return None;
-        }
-    }
-    Some(at)
 }
 
 #[cfg(test)]
