@@ -132,7 +132,8 @@ pub enum CodecError {
     /// Encoding failed (never expected for our types).
     #[error("encode: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
-    /// The bytes do not start with one whole MessagePack value.
+    /// The bytes do not start with one well-formed MessagePack value (they
+    /// are cut short, or hold a reserved marker); nothing was consumed.
     #[error("decode: not a whole MessagePack value")]
     Incomplete,
     /// The bytes are not a valid item.
@@ -154,7 +155,8 @@ pub struct MsgpackCodec;
 
 thread_local! {
     /// Where an item is encoded before it is copied into foca's buffer;
-    /// reused, so that encoding allocates nothing.
+    /// reused, so that encoding allocates only for an item larger than any
+    /// before it.
     static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -278,6 +280,37 @@ impl foca::Codec<Identity> for MsgpackCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every marker kind, and every value cut short by a byte.
+    #[test]
+    fn value_len_measures_every_kind_of_value() {
+        use std::collections::BTreeMap;
+
+        struct Bin<'a>(&'a [u8]);
+        impl Serialize for Bin<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+        let values: Vec<Vec<u8>> = vec![
+            rmp_serde::to_vec(&("a", [1u8, 2], BTreeMap::from([("k", vec![0.5f64])]))).unwrap(),
+            rmp_serde::to_vec(&(u64::MAX, -1i64, i64::MIN, 1.5f32, 2.5f64, true, ())).unwrap(),
+            rmp_serde::to_vec(&"x".repeat(300)).unwrap(),
+            rmp_serde::to_vec(&Bin(&[7; 70_000])).unwrap(),
+            rmp_serde::to_vec(&vec![1u8; 20]).unwrap(),
+            rmp_serde::to_vec(&BTreeMap::from_iter((0..20u32).map(|key| (key, key)))).unwrap(),
+            // fixext 1 and ext 8
+            vec![0xd4, 1, 2],
+            vec![0xc7, 2, 1, 9, 9],
+        ];
+        for value in values {
+            assert_eq!(value_len(&value), Some(value.len()), "{value:x?}");
+            assert_eq!(value_len(&value[..value.len() - 1]), None, "{value:x?}");
+        }
+        assert_eq!(value_len(&[0xc1]), None);
+        assert_eq!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(value_len(&[]), None);
+    }
 
     #[test]
     fn envelope_checks_magic_version_and_cluster() {

@@ -1,5 +1,6 @@
 //! Decoding [`MemberMeta`] into a shared copy, without allocating when the
-//! value is one already seen.
+//! value is one already seen (in the compact form, with its labels in key
+//! order: the form every SWIM packet uses).
 //!
 //! Every SWIM header and member update carries an [`Identity`](crate::Identity),
 //! and with it the member's role, labels and version. A cluster has a
@@ -9,9 +10,13 @@
 //! strings are read into a reused scratch buffer, compared with the cached
 //! value of the same hash, and turned into a new value only on a miss.
 //!
-//! Only a cache: the decoded value is the one the derived `Deserialize`
-//! would give (same errors, same value; labels repeated or out of order
-//! fall back to that exact path), whether it came from here or not.
+//! Only a cache: the decoded value and the errors are the ones the derived
+//! `Deserialize` gives, whether the value came from here or not (labels
+//! repeated or out of order never match a cached value, and are built into
+//! a map as the derived decode builds it; the named form is decoded by the
+//! derived decode itself). A decode that fails after the metadata (in the
+//! rest of the identity) may still have cached it; no value depends on
+//! that.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -70,15 +75,16 @@ impl Scratch {
                 .all(|((key, value), (k, v))| key == k && value == v)
     }
 
-    /// The value the derived decode builds from these strings (a repeated
-    /// key keeps its last value).
+    /// The value the derived decode builds from these strings: each label
+    /// inserted in turn, so a repeated key keeps its last value.
     fn to_meta(&self, role: Role) -> MemberMeta {
+        let mut labels = BTreeMap::new();
+        for (key, value) in self.labels() {
+            labels.insert(key.to_owned(), value.to_owned());
+        }
         MemberMeta {
             role,
-            labels: self
-                .labels()
-                .map(|(key, value)| (key.to_owned(), value.to_owned()))
-                .collect::<BTreeMap<_, _>>(),
+            labels,
             version: self.version().to_owned(),
         }
     }
@@ -109,7 +115,13 @@ thread_local! {
     /// Decoded metadata by hash, and the scratch buffer (taken out while a
     /// decode runs). A simulator's many agents share them.
     static METAS: RefCell<BTreeMap<u64, Arc<MemberMeta>>> = const { RefCell::new(BTreeMap::new()) };
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            text: String::new(),
+            labels: Vec::new(),
+            version: 0..0,
+        })
+    };
 }
 
 /// The shared copy of `meta`'s value (cached if it was not).
@@ -258,6 +270,10 @@ impl<'de> Visitor<'de> for Text<'_> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde::Serialize;
+    use serde::ser::{SerializeMap, SerializeTuple, Serializer};
+
     use super::*;
 
     fn meta(labels: &[(&str, &str)]) -> MemberMeta {
@@ -271,14 +287,49 @@ mod tests {
         }
     }
 
-    /// Decodes `bytes` both ways: through the cache, and as derived.
+    /// Decodes `bytes` both ways, from a slice as `codec::decode_item`
+    /// does: through the cache, and as derived. Errors as their messages.
     fn both(bytes: &[u8]) -> (Result<MemberMeta, String>, Result<MemberMeta, String>) {
-        let mut de = rmp_serde::Deserializer::new(bytes);
-        let cached = interned_meta(&mut de)
+        let cached = interned_meta(&mut rmp_serde::Deserializer::from_read_ref(bytes))
             .map(|shared| (*shared).clone())
             .map_err(|e| e.to_string());
-        let derived = rmp_serde::from_slice::<MemberMeta>(bytes).map_err(|e| e.to_string());
+        let derived = MemberMeta::deserialize(&mut rmp_serde::Deserializer::from_read_ref(bytes))
+            .map_err(|e| e.to_string());
         (cached, derived)
+    }
+
+    /// `[role, labels as listed (any order, repeats), version]`, labels as
+    /// strings or, with `bin`, as byte strings.
+    fn odd_meta(role: &str, labels: &[(&[u8], &[u8])], version: &[u8], bin: bool) -> Vec<u8> {
+        struct Text<'a>(&'a [u8], bool);
+        impl Serialize for Text<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if self.1 {
+                    s.serialize_bytes(self.0)
+                } else {
+                    // Possibly not UTF-8: written as a str marker by hand.
+                    s.serialize_str(std::str::from_utf8(self.0).unwrap_or("\u{fffd}"))
+                }
+            }
+        }
+        struct Pairs<'a>(&'a [(&'a [u8], &'a [u8])], bool);
+        impl Serialize for Pairs<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    map.serialize_entry(&Text(k, self.1), &Text(v, self.1))?;
+                }
+                map.end()
+            }
+        }
+        let mut bytes = Vec::new();
+        let mut ser = rmp_serde::Serializer::new(&mut bytes);
+        let mut tuple = (&mut ser).serialize_tuple(3).unwrap();
+        tuple.serialize_element(role).unwrap();
+        tuple.serialize_element(&Pairs(labels, bin)).unwrap();
+        tuple.serialize_element(&Text(version, bin)).unwrap();
+        tuple.end().unwrap();
+        bytes
     }
 
     #[test]
@@ -290,52 +341,78 @@ mod tests {
             rmp_serde::to_vec(&plain).unwrap(),
             rmp_serde::to_vec_named(&plain).unwrap(),
         ] {
-            let (cached, derived) = both(&bytes);
-            assert_eq!(cached, Ok(plain.clone()));
-            assert_eq!(derived, Ok(plain.clone()));
+            assert_eq!(both(&bytes), (Ok(plain.clone()), Ok(plain.clone())));
         }
         // Labels out of order and a repeated key: the derived map keeps the
         // last value; so must the cache, and it must not return the value
         // cached for the canonical form above.
-        let odd = (
-            Role::Seed,
-            vec![("zone", "a"), ("region", "us"), ("zone", "b")],
-            "1.2.3",
+        let odd = odd_meta(
+            "seed",
+            &[(b"zone", b"a"), (b"region", b"us"), (b"zone", b"b")],
+            b"1.2.3",
+            false,
         );
-        let mut bytes = Vec::new();
-        {
-            use serde::Serialize;
-            use serde::ser::{SerializeMap, SerializeTuple, Serializer};
-            let mut ser = rmp_serde::Serializer::new(&mut bytes);
-            let mut tuple = (&mut ser).serialize_tuple(3).unwrap();
-            tuple.serialize_element(&odd.0).unwrap();
-            struct Pairs<'a>(&'a [(&'a str, &'a str)]);
-            impl Serialize for Pairs<'_> {
-                fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                    let mut map = s.serialize_map(Some(self.0.len()))?;
-                    for (k, v) in self.0 {
-                        map.serialize_entry(k, v)?;
-                    }
-                    map.end()
-                }
-            }
-            tuple.serialize_element(&Pairs(&odd.1)).unwrap();
-            tuple.serialize_element(odd.2).unwrap();
-            tuple.end().unwrap();
-        }
-        let (cached, derived) = both(&bytes);
+        let (cached, derived) = both(&odd);
         assert_eq!(cached, Ok(meta(&[("region", "us"), ("zone", "b")])));
         assert_eq!(cached, derived);
-        // Broken input fails both ways, truncated anywhere.
+        // Strings sent as byte strings are accepted if UTF-8, as `String`'s
+        // own decode accepts them.
+        let bin = odd_meta("seed", &[(b"zone", b"a")], b"1.2.3", true);
+        let (cached, derived) = both(&bin);
+        assert_eq!(cached, Ok(meta(&[("zone", "a")])));
+        assert_eq!(cached, derived);
+        // Failures give the same error, whatever breaks.
+        let mut not_utf8 = odd_meta("seed", &[(b"zone", b"a")], b"1.2.3", false);
+        let at = not_utf8.len() - 1;
+        not_utf8[at] = 0xff;
+        let broken: Vec<Vec<u8>> = vec![
+            not_utf8,
+            odd_meta("seed", &[(b"zone", b"\xff")], b"1.2.3", true),
+            odd_meta("leader", &[], b"1.2.3", false),
+            rmp_serde::to_vec(&("seed", (), "1.2.3")).unwrap(),
+            rmp_serde::to_vec(&("seed", BTreeMap::<String, String>::new())).unwrap(),
+            rmp_serde::to_vec(&("seed", BTreeMap::<String, String>::new(), "1", 4)).unwrap(),
+            rmp_serde::to_vec(&("seed", [("zone", 7)], "1")).unwrap(),
+            rmp_serde::to_vec(&7).unwrap(),
+        ];
+        for bytes in broken {
+            let (cached, derived) = both(&bytes);
+            assert!(derived.is_err(), "{bytes:x?} decodes: {derived:?}");
+            assert_eq!(cached, derived, "{bytes:x?}");
+        }
         let good = rmp_serde::to_vec(&plain).unwrap();
         for cut in 0..good.len() {
             let (cached, derived) = both(&good[..cut]);
-            assert!(cached.is_err() && derived.is_err(), "cut at {cut}");
+            assert!(derived.is_err(), "cut at {cut}");
+            assert_eq!(cached, derived, "cut at {cut}");
         }
-        // Two elements instead of three.
-        let short = rmp_serde::to_vec(&(Role::Seed, BTreeMap::<String, String>::new())).unwrap();
-        let (cached, derived) = both(&short);
-        assert!(cached.is_err() && derived.is_err());
+    }
+
+    proptest! {
+        /// Any bytes, and valid metadata with bytes changed: the cache and
+        /// the derived decode agree on the value or on the error.
+        #[test]
+        fn agrees_with_the_derived_decode_on_any_bytes(
+            labels in proptest::collection::btree_map("[a-z]{1,4}", "[a-z0-9]{0,4}", 0..4),
+            seed in any::<bool>(),
+            changes in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            noise in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let meta = MemberMeta {
+                role: if seed { Role::Seed } else { Role::Member },
+                labels,
+                version: "0.1".into(),
+            };
+            let mut bytes = rmp_serde::to_vec(&meta).unwrap();
+            for (at, byte) in changes {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            let (cached, derived) = both(&bytes);
+            prop_assert_eq!(cached, derived);
+            let (cached, derived) = both(&noise);
+            prop_assert_eq!(cached, derived);
+        }
     }
 
     #[test]
@@ -344,7 +421,7 @@ mod tests {
         let b = meta(&[("zone", "y")]);
         let decode = |meta: &MemberMeta| {
             let bytes = rmp_serde::to_vec(meta).unwrap();
-            interned_meta(&mut rmp_serde::Deserializer::new(&bytes[..])).unwrap()
+            interned_meta(&mut rmp_serde::Deserializer::from_read_ref(&bytes)).unwrap()
         };
         let (a1, a2, b1) = (decode(&a), decode(&a), decode(&b));
         assert!(Arc::ptr_eq(&a1, &a2));

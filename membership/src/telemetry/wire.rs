@@ -949,28 +949,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn telemetry_value_len_measures_every_kind_of_value() {
-        let values: Vec<Vec<u8>> = vec![
-            rmp_serde::to_vec(&record("a", 1, 1)).unwrap(),
-            rmp_serde::to_vec(&(u64::MAX, -1i64, i64::MIN, 1.5f32, 2.5f64, true, ())).unwrap(),
-            rmp_serde::to_vec(&"x".repeat(300)).unwrap(),
-            rmp_serde::to_vec(&Bin(&[7; 70_000])).unwrap(),
-            rmp_serde::to_vec(&vec![1u8; 20]).unwrap(),
-            rmp_serde::to_vec(&BTreeMap::from_iter((0..20u32).map(|key| (key, key)))).unwrap(),
-            // fixext 1 and ext 8
-            vec![0xd4, 1, 2],
-            vec![0xc7, 2, 1, 9, 9],
-        ];
-        for value in values {
-            assert_eq!(value_len(&value), Some(value.len()), "{value:x?}");
-            assert_eq!(value_len(&value[..value.len() - 1]), None, "{value:x?}");
-        }
-        assert_eq!(value_len(&[0xc1]), None);
-        assert_eq!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]), None);
-        assert_eq!(value_len(&[]), None);
-    }
-
-    #[test]
     fn telemetry_envelope_names_an_unknown_version() {
         let bytes = rmp_serde::to_vec(&(WIRE_VERSION + 1, "anything")).unwrap();
         assert!(matches!(
