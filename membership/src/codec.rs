@@ -177,9 +177,9 @@ fn encode_item<T: Serialize>(item: &T, mut buf: impl BufMut) -> Result<(), Codec
 }
 
 /// One item from the front of `buf`, which advances past it. The item's
-/// extent is measured first, so that it decodes from a slice: strings are
+/// extent is measured first, so that it decodes from a slice: node ids are
 /// read in place, not copied through a reader's buffer (allocated anew for
-/// every item).
+/// every item); metadata strings go to `meta_cache`'s scratch.
 pub(crate) fn decode_item<T: DeserializeOwned>(mut buf: impl Buf) -> Result<T, CodecError> {
     // foca guarantees the data is contiguous, so the first chunk is all of it.
     let chunk = buf.chunk();
