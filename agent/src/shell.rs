@@ -389,7 +389,7 @@ fn flush(core: &mut AgentCore, transport: &Transport, waiting: &mut Waiting) {
         transport.send_message(
             &to,
             outgoing.addr,
-            outgoing.message.encode(),
+            outgoing.bytes,
             outgoing.carries_snapshot,
         );
     }

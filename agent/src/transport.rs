@@ -106,7 +106,7 @@ enum Slot {
 }
 
 /// A peer message waiting to be sent: receiver, bytes, carries a snapshot.
-type QueuedMessage = (NodeId, Vec<u8>, bool);
+type QueuedMessage = (NodeId, Bytes, bool);
 
 struct Inner {
     endpoint: quinn::Endpoint,
@@ -390,7 +390,7 @@ impl Transport {
         &self,
         node_id: &NodeId,
         addr: SocketAddr,
-        payload: Vec<u8>,
+        payload: Bytes,
         carries_snapshot: bool,
     ) {
         let mut senders = self.inner.senders.lock().expect("senders lock");
@@ -413,11 +413,7 @@ impl Transport {
         }
     }
 
-    async fn stream_sender(
-        self,
-        addr: SocketAddr,
-        mut queue: mpsc::Receiver<(NodeId, Vec<u8>, bool)>,
-    ) {
+    async fn stream_sender(self, addr: SocketAddr, mut queue: mpsc::Receiver<QueuedMessage>) {
         while let Some((node_id, payload, carries_snapshot)) = queue.recv().await {
             let delivered = match self.write_stream(&node_id, addr, &payload).await {
                 Ok(()) => {

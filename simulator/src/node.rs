@@ -151,7 +151,8 @@ pub(crate) enum Output {
     /// A peer message for node `to`, on a reliable stream.
     Message {
         to: usize,
-        bytes: Vec<u8>,
+        /// Shared with the other copies of one answer sent to many peers.
+        bytes: bytes::Bytes,
         kind: &'static str,
         carries_snapshot: bool,
     },
@@ -445,8 +446,8 @@ impl SimNode {
             if let Some(to) = index_of(&outgoing.addr) {
                 out.push(Output::Message {
                     to,
-                    kind: outgoing.message.kind(),
-                    bytes: outgoing.message.encode(),
+                    kind: outgoing.kind,
+                    bytes: outgoing.bytes,
                     carries_snapshot: outgoing.carries_snapshot,
                 });
             }

@@ -51,7 +51,7 @@ enum Ev {
     Stream {
         from: u32,
         to: u32,
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
         snapshot: bool,
     },
     Wake {
@@ -754,7 +754,7 @@ impl World {
         &mut self,
         from: usize,
         to: usize,
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
         kind: &'static str,
         snapshot: bool,
     ) {

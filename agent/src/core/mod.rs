@@ -23,6 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_consensus::{
@@ -137,8 +139,12 @@ pub struct Outgoing {
     pub to: shoal_consensus::NodeId,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The message.
-    pub message: PeerMessage,
+    /// The message's kind ([`PeerMessage::kind`]), for metrics.
+    pub kind: &'static str,
+    /// The message, encoded ([`PeerMessage::encode`]). Shared by the copies
+    /// of one answer sent to many peers: a commit answers every catalog
+    /// copy's parked pull with the same entries.
+    pub bytes: Bytes,
     /// Whether it carries a Raft snapshot: the driver reports delivery with
     /// [`NodeCore::report_snapshot`].
     pub carries_snapshot: bool,
@@ -1283,20 +1289,27 @@ impl<S: LogStore> NodeCore<S> {
     // ----- catalog replication -----
 
     fn handle_pull(&mut self, now: Duration, from: &shoal_consensus::NodeId, after: CatalogIndex) {
-        let leader = self.leader();
-        let Some(raft) = &self.raft else {
-            // No group here yet: hold the pull; it is answered empty later.
-            self.park(now, from, after);
-            return;
-        };
-        match raft.entries_after(after, CATALOG_BATCH_BYTES_MAX) {
-            None => {
-                let catalog = raft.catalog().encode();
-                self.send(from, PeerMessage::CatalogSnapshot { catalog, leader });
-            }
-            Some(entries) if entries.is_empty() => self.park(now, from, after),
-            Some(entries) => self.send(from, PeerMessage::CatalogEntries { entries, leader }),
+        match self.pull_answer(after) {
+            Some((kind, bytes)) => self.queue(from, kind, bytes, false),
+            None => self.park(now, from, after),
         }
+    }
+
+    /// The encoded answer to a pull for what follows `after`: entries, or the
+    /// whole catalog if they are gone from the log; `None` when there is
+    /// nothing to send yet (no group here, or nothing after `after`).
+    fn pull_answer(&self, after: CatalogIndex) -> Option<(&'static str, Bytes)> {
+        let leader = self.leader();
+        let raft = self.raft.as_ref()?;
+        let message = match raft.entries_after(after, CATALOG_BATCH_BYTES_MAX) {
+            None => PeerMessage::CatalogSnapshot {
+                catalog: raft.catalog().encode(),
+                leader,
+            },
+            Some(entries) if entries.is_empty() => return None,
+            Some(entries) => PeerMessage::CatalogEntries { entries, leader },
+        };
+        Some((message.kind(), Bytes::from(message.encode())))
     }
 
     fn park(&mut self, now: Duration, from: &shoal_consensus::NodeId, after: CatalogIndex) {
@@ -1324,9 +1337,23 @@ impl<S: LogStore> NodeCore<S> {
             .filter(|(_, (after, _))| *after < applied)
             .map(|(node, (after, _))| (node.clone(), *after))
             .collect();
+        // Most copies wait at the same index, and get the same answer: it is
+        // built and encoded once per index, and its bytes are shared.
+        let mut answers: BTreeMap<CatalogIndex, Option<(&'static str, Bytes)>> = BTreeMap::new();
         for (node, after) in ready {
             self.pulls_parked.remove(&node);
-            self.handle_pull(self.now, &node, after);
+            let answer = match answers.get(&after) {
+                Some(answer) => answer.clone(),
+                None => {
+                    let answer = self.pull_answer(after);
+                    answers.insert(after, answer.clone());
+                    answer
+                }
+            };
+            match answer {
+                Some((kind, bytes)) => self.queue(&node, kind, bytes, false),
+                None => self.park(self.now, &node, after),
+            }
         }
     }
 
@@ -1619,19 +1646,32 @@ impl<S: LogStore> NodeCore<S> {
         message: PeerMessage,
         carries_snapshot: bool,
     ) {
+        let bytes = Bytes::from(message.encode());
+        self.queue(to, message.kind(), bytes, carries_snapshot);
+    }
+
+    /// Queues an encoded message for `to`.
+    fn queue(
+        &mut self,
+        to: &shoal_consensus::NodeId,
+        kind: &'static str,
+        bytes: Bytes,
+        carries_snapshot: bool,
+    ) {
         let Some(addr) = self.addr_of(to) else {
-            tracing::debug!(%to, kind = message.kind(), "no address known; message dropped");
+            tracing::debug!(%to, kind, "no address known; message dropped");
             return;
         };
         if self.outbox.len() >= OUTBOX_MAX {
             tracing::warn!("peer outbox full; message dropped");
             return;
         }
-        *self.stats.messages_out.entry(message.kind()).or_default() += 1;
+        *self.stats.messages_out.entry(kind).or_default() += 1;
         self.outbox.push_back(Outgoing {
             to: to.clone(),
             addr,
-            message,
+            kind,
+            bytes,
             carries_snapshot,
         });
     }
@@ -1662,7 +1702,8 @@ impl<S: LogStore> NodeCore<S> {
             self.outbox.push_back(Outgoing {
                 to,
                 addr: stream.addr,
-                message,
+                kind: message.kind(),
+                bytes: Bytes::from(message.encode()),
                 carries_snapshot: false,
             });
         }
