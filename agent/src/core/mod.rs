@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_consensus::{
@@ -143,7 +142,8 @@ pub struct Outgoing {
     pub kind: &'static str,
     /// The message, encoded ([`PeerMessage::encode`]). Shared by the copies
     /// of one answer sent to many peers: a commit answers every catalog
-    /// copy's parked pull with the same entries.
+    /// copy's pull parked at the same index alike (the same entries, or the
+    /// whole catalog).
     pub bytes: Bytes,
     /// Whether it carries a Raft snapshot: the driver reports delivery with
     /// [`NodeCore::report_snapshot`].
@@ -1342,14 +1342,14 @@ impl<S: LogStore> NodeCore<S> {
         let mut answers: BTreeMap<CatalogIndex, Option<(&'static str, Bytes)>> = BTreeMap::new();
         for (node, after) in ready {
             self.pulls_parked.remove(&node);
-            let answer = match answers.get(&after) {
-                Some(answer) => answer.clone(),
-                None => {
-                    let answer = self.pull_answer(after);
-                    answers.insert(after, answer.clone());
-                    answer
-                }
-            };
+            let answer = answers
+                .entry(after)
+                .or_insert_with(|| self.pull_answer(after))
+                .clone();
+            debug_assert!(
+                answer == self.pull_answer(after),
+                "nothing between two answers changes what a pull is answered"
+            );
             match answer {
                 Some((kind, bytes)) => self.queue(&node, kind, bytes, false),
                 None => self.park(self.now, &node, after),
@@ -1646,8 +1646,11 @@ impl<S: LogStore> NodeCore<S> {
         message: PeerMessage,
         carries_snapshot: bool,
     ) {
-        let bytes = Bytes::from(message.encode());
-        self.queue(to, message.kind(), bytes, carries_snapshot);
+        let kind = message.kind();
+        if let Some(addr) = self.destination(to, kind) {
+            let bytes = Bytes::from(message.encode());
+            self.push_outgoing(to, addr, kind, bytes, carries_snapshot);
+        }
     }
 
     /// Queues an encoded message for `to`.
@@ -1658,14 +1661,33 @@ impl<S: LogStore> NodeCore<S> {
         bytes: Bytes,
         carries_snapshot: bool,
     ) {
+        if let Some(addr) = self.destination(to, kind) {
+            self.push_outgoing(to, addr, kind, bytes, carries_snapshot);
+        }
+    }
+
+    /// Where to send a message of `kind` to `to`; `None` (the message is
+    /// dropped) if its address is unknown or the outbox is full.
+    fn destination(&self, to: &shoal_consensus::NodeId, kind: &'static str) -> Option<SocketAddr> {
         let Some(addr) = self.addr_of(to) else {
             tracing::debug!(%to, kind, "no address known; message dropped");
-            return;
+            return None;
         };
         if self.outbox.len() >= OUTBOX_MAX {
             tracing::warn!("peer outbox full; message dropped");
-            return;
+            return None;
         }
+        Some(addr)
+    }
+
+    fn push_outgoing(
+        &mut self,
+        to: &shoal_consensus::NodeId,
+        addr: SocketAddr,
+        kind: &'static str,
+        bytes: Bytes,
+        carries_snapshot: bool,
+    ) {
         *self.stats.messages_out.entry(kind).or_default() += 1;
         self.outbox.push_back(Outgoing {
             to: to.clone(),
