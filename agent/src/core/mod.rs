@@ -1720,14 +1720,8 @@ impl<S: LogStore> NodeCore<S> {
             };
             self.stats.membership_stream_bytes += stream.payload.len() as u64;
             let message = PeerMessage::Membership(stream.payload);
-            *self.stats.messages_out.entry(message.kind()).or_default() += 1;
-            self.outbox.push_back(Outgoing {
-                to,
-                addr: stream.addr,
-                kind: message.kind(),
-                bytes: Bytes::from(message.encode()),
-                carries_snapshot: false,
-            });
+            let bytes = Bytes::from(message.encode());
+            self.push_outgoing(&to, stream.addr, message.kind(), bytes, false);
         }
         self.outbox.pop_front()
     }
