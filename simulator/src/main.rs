@@ -137,14 +137,19 @@ fn real_main() -> anyhow::Result<bool> {
                 file.display(),
                 overrides.replay_suffix()
             );
-            let report = shoal_simulator::run(&scenario, seed, &replay)?;
+            // The process exits after the last run: its world is not dropped.
+            let report = if check_determinism {
+                shoal_simulator::run(&scenario, seed, &replay)?
+            } else {
+                shoal_simulator::run_at_exit(&scenario, seed, &replay)?
+            };
             let dir =
                 out.unwrap_or_else(|| PathBuf::from(format!("sim-out/{}-{seed}", scenario.name)));
             report.write(&dir)?;
             print!("{}", report.summary());
             println!("wrote {}", dir.display());
             if check_determinism {
-                let again = shoal_simulator::run(&scenario, seed, &replay)?;
+                let again = shoal_simulator::run_at_exit(&scenario, seed, &replay)?;
                 if again.digest != report.digest {
                     println!(
                         "NOT DETERMINISTIC: digest {} then {}",

@@ -45,12 +45,13 @@ pub(crate) struct RaftWatch {
     chain: BTreeMap<u64, ([u8; 32], usize)>,
     /// Highest commit index any seed reported.
     pub(crate) committed_max: u64,
-    /// Last commit index seen per node.
-    last_commit: BTreeMap<usize, u64>,
-    /// When each seed last reached a majority of its voters.
-    majority_seen: BTreeMap<usize, Duration>,
-    /// Last (applied index) seen per node, to skip repeated work.
-    last_applied: BTreeMap<usize, u64>,
+    /// Last commit index seen per node (0: none yet), by node index: read
+    /// after every input, so a vector rather than a map.
+    last_commit: Vec<u64>,
+    /// When each seed last reached a majority of its voters, by node index.
+    majority_seen: Vec<Option<Duration>>,
+    /// Last applied index seen per node (0: none yet), to skip repeated work.
+    last_applied: Vec<u64>,
     /// Role changes to leader (elections won).
     pub(crate) leader_changes: u64,
     /// Seconds without a majority-connected leader (sampled).
@@ -75,6 +76,11 @@ impl RaftWatch {
         index_of_name: &dyn Fn(&str) -> Option<usize>,
     ) -> Vec<RaftViolation> {
         let mut violations = Vec::new();
+        if self.last_applied.len() <= index {
+            self.last_commit.resize(index + 1, 0);
+            self.majority_seen.resize(index + 1, None);
+            self.last_applied.resize(index + 1, 0);
+        }
         if let Some(raft) = core.raft() {
             let term = raft.term().0;
             if raft.role() == RaftRole::Leader {
@@ -90,7 +96,7 @@ impl RaftWatch {
                 }
             }
             let commit = raft.commit_index().0;
-            let last = self.last_commit.insert(index, commit).unwrap_or(0);
+            let last = std::mem::replace(&mut self.last_commit[index], commit);
             let voters: Vec<usize> = raft
                 .voters()
                 .iter()
@@ -104,13 +110,11 @@ impl RaftWatch {
                     && (voter == index || !net.blocked(voter, index))
             });
             if majority {
-                self.majority_seen.insert(index, now);
+                self.majority_seen[index] = Some(now);
             }
             if commit > last {
-                let recently = self
-                    .majority_seen
-                    .get(&index)
-                    .is_some_and(|at| now.saturating_sub(*at) <= MINORITY_GRACE);
+                let recently = self.majority_seen[index]
+                    .is_some_and(|at| now.saturating_sub(at) <= MINORITY_GRACE);
                 if voters.len() > 1 && !majority && !recently {
                     let reachable = component_size(index, &voters, net);
                     violations.push(RaftViolation::MinorityCommit(format!(
@@ -124,7 +128,7 @@ impl RaftWatch {
         }
         let catalog = core.catalog();
         let applied = catalog.applied_index().0;
-        if applied > 0 && self.last_applied.insert(index, applied) != Some(applied) {
+        if applied > 0 && std::mem::replace(&mut self.last_applied[index], applied) != applied {
             if applied > self.committed_max && core.raft().is_none() {
                 violations.push(RaftViolation::AheadOfCommit(format!(
                     "{} applied index {applied}, beyond any seed's commit index {}",
@@ -150,9 +154,11 @@ impl RaftWatch {
 
     /// A node restarted: its commit index starts over from its store.
     pub(crate) fn restarted(&mut self, index: usize) {
-        self.majority_seen.remove(&index);
-        self.last_commit.remove(&index);
-        self.last_applied.remove(&index);
+        if let Some(seen) = self.majority_seen.get_mut(index) {
+            *seen = None;
+            self.last_commit[index] = 0;
+            self.last_applied[index] = 0;
+        }
     }
 }
 
