@@ -22,6 +22,7 @@
 mod apply;
 mod command;
 mod types;
+mod window;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_map};
@@ -43,6 +44,7 @@ pub use types::{
 use crate::error::Error;
 use crate::hash::sha256;
 use crate::ids::{CatalogIndex, NodeId, RaftId, RequestId, ShardId, Term};
+use window::WindowKey;
 
 /// Most request ids whose results the catalog remembers for deduplication; the
 /// oldest (by applied index) is forgotten first. A retry arriving after its id was
@@ -210,7 +212,9 @@ pub struct Catalog {
     chain_hash: Digest,
     state: CatalogState,
     seeds: SeedGroup,
-    requests: BTreeMap<RequestId, RequestRecord>,
+    /// The dedup window (see `window.rs`).
+    #[serde(with = "window")]
+    requests: BTreeMap<WindowKey, RequestRecord>,
     request_order: BTreeMap<CatalogIndex, RequestId>,
     /// Boxed: the deque doubles as it grows, and an empty slot then costs a
     /// pointer rather than a whole record.
@@ -336,7 +340,7 @@ impl Catalog {
     /// The first result of a remembered request id, with the index it applied at.
     pub fn result_of(&self, request_id: &RequestId) -> Option<(CatalogIndex, &CommandResult)> {
         self.requests
-            .get(request_id)
+            .get(&WindowKey::new(request_id.clone()))
             .map(|record| (record.index, &record.result))
     }
 
@@ -483,7 +487,10 @@ impl Catalog {
         let op_sha256 = sha256(&[&op_bytes]);
         // One search of the dedup window both answers a retry and keeps the
         // place for a new request.
-        let slot = match self.requests.entry(command.request_id.clone()) {
+        let slot = match self
+            .requests
+            .entry(WindowKey::new(command.request_id.clone()))
+        {
             btree_map::Entry::Occupied(known) => {
                 let record = known.get();
                 if record.op_sha256 == op_sha256 {
@@ -545,7 +552,7 @@ impl Catalog {
                 .request_order
                 .pop_first()
                 .expect("order index mirrors the request map");
-            self.requests.remove(&oldest);
+            self.requests.remove(&WindowKey::new(oldest));
         }
         assert_eq!(self.requests.len(), self.request_order.len());
     }
