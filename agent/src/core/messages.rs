@@ -88,6 +88,12 @@ pub enum PeerMessage {
         entries: Vec<CommittedEntry>,
         /// The leader as the seed knows it.
         leader: Option<NodeId>,
+        /// The seed keeps the pull parked after these entries, which bring
+        /// the copy up to the seed's catalog: what commits next follows
+        /// without another pull, until the pull's wait ends (an empty
+        /// answer, `false`). Absent from older agents' answers: `false`.
+        #[serde(default)]
+        kept: bool,
     },
     /// A message of the membership layer: telemetry anti-entropy, or a
     /// member-table push-pull (see `Membership::handle_stream`).
@@ -237,6 +243,7 @@ mod tests {
                     },
                 }],
                 leader: None,
+                kept: false,
             },
             PeerMessage::CatalogEntries {
                 entries: vec![CommittedEntry {
@@ -248,6 +255,7 @@ mod tests {
                     },
                 }],
                 leader: None,
+                kept: true,
             },
         ];
         /// The same message with every byte string as an integer array.
@@ -299,7 +307,9 @@ mod tests {
                 PeerMessage::CatalogSnapshot { catalog, leader } => {
                     FormatOne::CatalogSnapshot { catalog, leader }
                 }
-                PeerMessage::CatalogEntries { entries, leader } => FormatOne::CatalogEntries {
+                PeerMessage::CatalogEntries {
+                    entries, leader, ..
+                } => FormatOne::CatalogEntries {
                     entries: entries
                         .into_iter()
                         .map(|entry| EntryOne {
@@ -322,7 +332,18 @@ mod tests {
             let mut old = vec![PEER_FORMAT_V1];
             rmp_serde::encode::write(&mut old, &one).unwrap();
             assert!(!old.windows(payload.len()).any(|window| window == payload));
-            assert_eq!(PeerMessage::decode(&old), Some(message));
+            // Older agents' entries say nothing of a kept pull: not kept.
+            let expected = match message {
+                PeerMessage::CatalogEntries {
+                    entries, leader, ..
+                } => PeerMessage::CatalogEntries {
+                    entries,
+                    leader,
+                    kept: false,
+                },
+                message => message,
+            };
+            assert_eq!(PeerMessage::decode(&old), Some(expected));
         }
     }
 }
