@@ -91,8 +91,9 @@ pub enum PeerMessage {
         /// The seed keeps the pull parked after these entries, which bring
         /// the copy up to the seed's catalog: what commits next follows
         /// without another pull, until the pull's wait ends (an empty
-        /// answer, `false`). Absent from older agents' answers: `false`.
-        #[serde(default)]
+        /// answer, `false`). Written only when `true`, so an answer that is
+        /// not kept has the bytes older agents read; absent: `false`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         kept: bool,
     },
     /// A message of the membership layer: telemetry anti-entropy, or a
@@ -217,6 +218,47 @@ mod tests {
         // A known format with no body, and an unknown format.
         assert_eq!(PeerMessage::decode(b"\x02"), None);
         assert_eq!(PeerMessage::decode(b"\x03"), None);
+    }
+
+    /// An answer that is not kept is written as before `kept` existed, so
+    /// agents that do not know the field read it; a kept one round-trips.
+    #[test]
+    fn entries_not_kept_have_the_bytes_of_the_two_field_answer() {
+        #[derive(Serialize)]
+        enum Before {
+            CatalogEntries {
+                entries: Vec<CommittedEntry>,
+                leader: Option<NodeId>,
+            },
+        }
+        let entries = vec![CommittedEntry {
+            index: CatalogIndex(7),
+            term: shoal_consensus::Term(2),
+            kind: shoal_consensus::CommittedKind::Normal {
+                data: vec![1, 2, 3],
+            },
+        }];
+        let leader = Some(NodeId::new("seed-1").unwrap());
+        let mut before = vec![PEER_FORMAT_V2];
+        rmp_serde::encode::write(
+            &mut before,
+            &Before::CatalogEntries {
+                entries: entries.clone(),
+                leader: leader.clone(),
+            },
+        )
+        .unwrap();
+        let answer = |kept| PeerMessage::CatalogEntries {
+            entries: entries.clone(),
+            leader: leader.clone(),
+            kept,
+        };
+        assert_eq!(answer(false).encode(), before);
+        assert_ne!(answer(true).encode(), before);
+        assert_eq!(
+            PeerMessage::decode(&answer(true).encode()),
+            Some(answer(true))
+        );
     }
 
     /// Byte strings are written as `bin` (their bytes appear as they are),
