@@ -66,14 +66,50 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
+
+    /// Opens `data_dir` once the previous handle's file lock is gone. sled
+    /// releases it from its background flusher thread, a moment after the
+    /// last `Db` handle is dropped (spacejam/sled#1234): an agent opens its
+    /// data dir once per process, but a test that reopens it in the same
+    /// process must wait for the lock, within a deadline.
+    fn reopen(data_dir: &Path) -> Store {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Store::open(data_dir) {
+                Ok(store) => return store,
+                Err(error)
+                    if format!("{error:#}").contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(error) => panic!("{error:#}"),
+            }
+        }
+    }
 
     #[test]
     fn generation_is_bumped_on_every_open() {
         let dir = tempfile::tempdir().unwrap();
         let first = Store::open(dir.path()).unwrap().bump_generation().unwrap();
-        let second = Store::open(dir.path()).unwrap().bump_generation().unwrap();
+        let second = reopen(dir.path()).bump_generation().unwrap();
+        let third = reopen(dir.path()).bump_generation().unwrap();
         assert_eq!(first, Generation(1));
         assert_eq!(second, Generation(2));
+        assert_eq!(third, Generation(3));
+    }
+
+    /// While an agent holds the data dir, another open is refused with a
+    /// message that names it.
+    #[test]
+    fn a_data_dir_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path()).unwrap();
+        let error = Store::open(dir.path()).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("is another agent using it?"), "{message}");
     }
 }
