@@ -1725,7 +1725,6 @@ impl<S: LogStore> NodeCore<S> {
         }
     }
 
-    /// Queues an encoded message for `to`.
     /// Queues an encoded message for `to`; `false` if it was dropped (see
     /// [`NodeCore::destination`]).
     fn queue(
