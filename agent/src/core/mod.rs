@@ -899,15 +899,7 @@ impl<S: LogStore> NodeCore<S> {
             .collect();
         for node in due {
             self.pulls_parked.remove(&node);
-            let leader = self.leader();
-            self.send(
-                &node,
-                PeerMessage::CatalogEntries {
-                    entries: Vec::new(),
-                    leader,
-                    kept: false,
-                },
-            );
+            self.answer_empty(&node);
         }
     }
 
@@ -1308,13 +1300,12 @@ impl<S: LogStore> NodeCore<S> {
     /// pulling again (a pull per copy per `catalog_wait` instead of one per
     /// commit).
     fn handle_pull(&mut self, now: Duration, from: &shoal_consensus::NodeId, after: CatalogIndex) {
-        let may_keep =
-            self.pulls_parked.len() < PULLS_PARKED_MAX || self.pulls_parked.contains_key(from);
+        // This pull replaces any earlier one of the copy's; it stays parked
+        // if there is nothing to send yet, or if its answer is kept and sent.
+        self.pulls_parked.remove(from);
+        let may_keep = self.pulls_parked.len() < PULLS_PARKED_MAX;
         match self.pull_answer(after, may_keep) {
             Some(answer) => {
-                // This pull replaces any earlier one of the copy's; it stays
-                // parked only if its answer is kept and was sent.
-                self.pulls_parked.remove(from);
                 if self.queue(from, answer.kind, answer.bytes, false)
                     && let Some(index) = answer.kept_at
                 {
@@ -1362,19 +1353,25 @@ impl<S: LogStore> NodeCore<S> {
 
     fn park(&mut self, now: Duration, from: &shoal_consensus::NodeId, after: CatalogIndex) {
         if self.pulls_parked.len() >= PULLS_PARKED_MAX && !self.pulls_parked.contains_key(from) {
-            let leader = self.leader();
-            self.send(
-                from,
-                PeerMessage::CatalogEntries {
-                    entries: Vec::new(),
-                    leader,
-                    kept: false,
-                },
-            );
+            self.answer_empty(from);
             return;
         }
         self.pulls_parked
             .insert(from.clone(), (after, now + self.config.catalog_wait));
+    }
+
+    /// Answers a pull with no entries (up to date, as far as this seed
+    /// knows), not kept: the copy pulls again.
+    fn answer_empty(&mut self, to: &shoal_consensus::NodeId) {
+        let leader = self.leader();
+        self.send(
+            to,
+            PeerMessage::CatalogEntries {
+                entries: Vec::new(),
+                leader,
+                kept: false,
+            },
+        );
     }
 
     fn serve_parked(&mut self) {
