@@ -84,6 +84,44 @@ const TOMBSTONE_OVERHEAD_BYTES: usize = 24;
 /// headers, bytes.
 const BATCH_OVERHEAD_BYTES: usize = 64;
 
+/// What one walk of a peer's digest found this agent lacks: the entries
+/// the peer lists for nodes the map does not hold, and the nodes the map
+/// holds an older version of (each in node order).
+#[derive(Default)]
+struct Wants<'d, 'm> {
+    not_held: Vec<DigestEntry<'d>>,
+    older: Vec<&'m NodeId>,
+}
+
+impl Wants<'_, '_> {
+    /// The ids to ask for, those not held first: at most
+    /// `anti_entropy_records_max` of them and `digest_bytes_max` bytes of
+    /// ids. An entry whose id is not a valid node id, or whose record a
+    /// tombstone of `map` covers, is not asked for.
+    fn into_ids(self, map: &TelemetryMap, config: &TelemetryConfig) -> Vec<NodeId> {
+        let not_held = self.not_held.into_iter().filter_map(|entry| {
+            let node_id = std::str::from_utf8(entry.node_id_bytes())
+                .ok()
+                .and_then(|id| NodeId::new(id).ok())?;
+            let covered = map
+                .tombstone(&node_id)
+                .is_some_and(|removed| entry.version.generation <= removed);
+            (!covered).then_some(node_id)
+        });
+        let mut ids = Vec::new();
+        let mut id_bytes = 0;
+        for node_id in not_held.chain(self.older.into_iter().cloned()) {
+            // The id and its MessagePack string header.
+            id_bytes += node_id.as_str().len() + 2;
+            if ids.len() >= config.anti_entropy_records_max || id_bytes > config.digest_bytes_max {
+                break;
+            }
+            ids.push(node_id);
+        }
+        ids
+    }
+}
+
 /// Local bookkeeping about one node's record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordMeta {
@@ -776,15 +814,26 @@ impl TelemetryStore {
     /// `anti_entropy_records_max`. Records the peer's tombstones cover are
     /// skipped (it would refuse them).
     pub fn missing_for(&mut self, now: Duration, peer: &Digest) -> RecordBatch {
-        self.missing_for_entries(now, peer.records(), &peer.tombstones)
+        self.compare_with(now, peer.records(), &peer.tombstones).0
     }
 
-    fn missing_for_entries(
+    /// What a peer with `peer` digest lacks (see [`Self::missing_for`]),
+    /// and the nodes whose records this agent wants from it: those the
+    /// peer lists that this agent does not hold, then those it holds an
+    /// older version of, each group in node order, at most
+    /// `anti_entropy_records_max` of them and `digest_bytes_max` bytes of
+    /// ids. Records this agent's tombstones cover are not wanted (they
+    /// would be refused). Both come from one walk of the digest.
+    pub fn wants_from(&mut self, now: Duration, peer: &Digest) -> (RecordBatch, Vec<NodeId>) {
+        self.compare_with(now, peer.records(), &peer.tombstones)
+    }
+
+    fn compare_with(
         &mut self,
         now: Duration,
         peer_records: DigestEntries<'_>,
         peer_tombstones: &[Tombstone],
-    ) -> RecordBatch {
+    ) -> (RecordBatch, Vec<NodeId>) {
         let peer_tombstones: BTreeMap<&NodeId, Generation> = peer_tombstones
             .iter()
             .map(|tombstone| (&tombstone.node_id, tombstone.generation))
@@ -820,15 +869,20 @@ impl TelemetryStore {
         // in node order and a stable sort on the two flags finishes the job.
         let mut theirs = peer_records.iter().peekable();
         let mut candidates: Vec<(bool, bool, &HeldRecord)> = Vec::new();
+        let mut wants = Wants::default();
         for (node_id, version, held) in self.map.versions() {
             let mut their_version = None;
             while let Some(entry) = theirs.peek() {
                 match entry.cmp_node(node_id) {
                     std::cmp::Ordering::Less => {
+                        wants.not_held.push(*entry);
                         theirs.next();
                     }
                     std::cmp::Ordering::Equal => {
                         their_version = Some(entry.version);
+                        if entry.version > version {
+                            wants.older.push(node_id);
+                        }
                         theirs.next();
                         break;
                     }
@@ -847,6 +901,8 @@ impl TelemetryStore {
                 candidates.push((their_version.is_some(), wrapped, held));
             }
         }
+        wants.not_held.extend(theirs);
+        let wants = wants.into_ids(&self.map, &self.config);
         candidates.sort_by_key(|(held, wrapped, _)| (*held, *wrapped));
 
         let mut last_sent = None;
@@ -873,6 +929,40 @@ impl TelemetryStore {
         self.counters.versions_sent += batch.records.len() as u64;
         debug_assert!(batch.records.len() <= self.config.anti_entropy_records_max);
         debug_assert!(used_bytes <= budget_bytes);
+        (batch, wants)
+    }
+
+    /// The records a peer asked for in a `Reply`, in the order asked,
+    /// within `anti_entropy_bytes_max` and `anti_entropy_records_max`.
+    /// Only the first `anti_entropy_records_max` ids are looked at; ids
+    /// not held are skipped. Whatever is left out the peer asks for again
+    /// in a later exchange.
+    fn wanted(&mut self, wants: &[NodeId]) -> RecordBatch {
+        let budget_bytes = self
+            .config
+            .anti_entropy_bytes_max
+            .saturating_sub(BATCH_OVERHEAD_BYTES);
+        let mut used_bytes = 0;
+        let mut batch = RecordBatch {
+            truncated: wants.len() > self.config.anti_entropy_records_max,
+            ..RecordBatch::default()
+        };
+        for node_id in wants.iter().take(self.config.anti_entropy_records_max) {
+            let Some(held) = self.map.held(node_id) else {
+                continue;
+            };
+            let cost = held.bytes().len();
+            if used_bytes + cost > budget_bytes {
+                batch.truncated = true;
+                break;
+            }
+            used_bytes += cost;
+            batch.records.push(held.encoded());
+        }
+        if batch.truncated {
+            self.counters.anti_entropy_truncated += 1;
+        }
+        self.counters.versions_sent += batch.records.len() as u64;
         batch
     }
 
@@ -953,8 +1043,9 @@ impl TelemetryStore {
 
     /// Handles one anti-entropy message from a peer and returns the reply to
     /// send back, if any: `Summary` → `Request` (only if the summaries
-    /// differ), `Request` → `Response`, `Response` → `Push` (only if the
-    /// peer lacks something), `Push` → none.
+    /// differ), `Request` → `Reply`, `Reply` (or an older agent's
+    /// `Response`) → `Push` (only if the peer lacks something), `Push` →
+    /// none.
     /// Malformed or oversized input (a digest out of node order or over
     /// `digest_bytes_max`, a record whose head cannot be read) changes
     /// nothing but `decode_errors`. A record in a batch that
@@ -990,16 +1081,18 @@ impl TelemetryStore {
             }
             AntiEntropyView::Request { digest } => {
                 self.merge_digest_tombstones(now, &digest);
-                let batch = self.missing_for_entries(now, digest.records, &digest.tombstones);
-                Some(AntiEntropyMessage::Response {
-                    digest: self.digest(now),
-                    batch,
-                })
+                let (batch, wants) = self.compare_with(now, digest.records, &digest.tombstones);
+                Some(AntiEntropyMessage::Reply { batch, wants })
+            }
+            AntiEntropyView::Reply { batch, wants } => {
+                self.merge_batch_parts(now, &batch.tombstones, batch.records);
+                let batch = self.wanted(&wants);
+                (!batch.is_empty()).then_some(AntiEntropyMessage::Push { batch })
             }
             AntiEntropyView::Response { digest, batch } => {
                 self.merge_batch_parts(now, &batch.tombstones, batch.records);
                 self.merge_digest_tombstones(now, &digest);
-                let batch = self.missing_for_entries(now, digest.records, &digest.tombstones);
+                let (batch, _) = self.compare_with(now, digest.records, &digest.tombstones);
                 (!batch.is_empty()).then_some(AntiEntropyMessage::Push { batch })
             }
             AntiEntropyView::Push { batch } => {

@@ -263,6 +263,7 @@ proptest! {
         for message in [
             AntiEntropyMessage::Request { digest: digest.clone() },
             AntiEntropyMessage::Push { batch: batch.clone() },
+            AntiEntropyMessage::Reply { batch: batch.clone(), wants: vec![id("a"), id("gone")] },
             AntiEntropyMessage::Response { digest, batch },
         ] {
             let bytes = wire::encode_anti_entropy(&message, usize::MAX).unwrap();
@@ -271,10 +272,12 @@ proptest! {
     }
 
     #[test]
-    fn missing_for_matches_a_naive_model(
+    fn missing_for_and_wants_match_a_naive_model(
         held in prop::collection::btree_map(0usize..12, (1u64..4, 1u64..4), 0..12),
         peer in prop::collection::btree_map(0usize..14, (0u64..4, 1u64..4), 0..14),
         peer_tombstones in prop::collection::btree_map(0usize..14, 0u64..4, 0..3),
+        // Of nodes the source holds no record of.
+        source_tombstones in prop::collection::btree_map(12usize..14, 0u64..4, 0..2),
     ) {
         // "n1" < "n10" < "n2": ids compare as bytes, not as numbers.
         let name = |n: usize| id(&format!("n{n}"));
@@ -295,6 +298,13 @@ proptest! {
             };
             source.merge_record(Duration::ZERO, record).unwrap();
         }
+        for (n, generation) in &source_tombstones {
+            source.merge_tombstone(Duration::ZERO, &Tombstone {
+                node_id: name(*n),
+                generation: Generation(*generation),
+                retention_ms: 3_600_000,
+            });
+        }
         let digest = Digest::new(
             peer.iter().map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence))),
             peer_tombstones
@@ -306,7 +316,8 @@ proptest! {
                 })
                 .collect(),
         );
-        let batch = source.missing_for(Duration::ZERO, &digest);
+        let (batch, wants) = source.wants_from(Duration::ZERO, &digest);
+        prop_assert_eq!(&source.missing_for(Duration::ZERO, &digest), &batch);
 
         // The model: what the peer lacks or holds older, not covered by its
         // tombstones; records it lacks entirely first, each group in node
@@ -342,6 +353,29 @@ proptest! {
             .collect();
         prop_assert_eq!(sent, expected);
         prop_assert!(!batch.truncated);
+
+        // What the source wants: the nodes the peer lists that it holds no
+        // record of (unless its own tombstone covers the peer's version),
+        // then those it holds older versions of; each group in node order.
+        let held: BTreeMap<NodeId, Version> = held
+            .iter()
+            .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
+            .collect();
+        let source_tombstones: BTreeMap<NodeId, Generation> = source_tombstones
+            .iter()
+            .map(|(n, generation)| (name(*n), Generation(*generation)))
+            .collect();
+        let not_held = peer.iter().filter(|(node_id, theirs)| {
+            !held.contains_key(*node_id)
+                && source_tombstones
+                    .get(*node_id)
+                    .is_none_or(|removed| theirs.generation > *removed)
+        });
+        let older = peer
+            .iter()
+            .filter(|(node_id, theirs)| held.get(*node_id).is_some_and(|mine| mine < *theirs));
+        let expected: Vec<NodeId> = not_held.chain(older).map(|(node_id, _)| node_id.clone()).collect();
+        prop_assert_eq!(wants, expected);
     }
 
     #[test]

@@ -199,7 +199,8 @@ fn anti_entropy_round_converges_both_sides() {
     b.remove_node(secs(1), &id("gone"), Generation(3)).unwrap();
 
     // a opens with its summary; b's differs, so b sends its digest, a
-    // answers with its own and what b lacks, and b pushes what a lacks.
+    // answers with what b lacks and which records it wants, and b pushes
+    // those.
     let summary = a.start_anti_entropy(secs(2)).unwrap();
     // A few bytes, whatever the map holds (a digest is ≈ 12 bytes a node).
     assert!(summary.len() <= 32, "summary of {} bytes", summary.len());
@@ -215,6 +216,13 @@ fn anti_entropy_round_converges_both_sides() {
         .handle_anti_entropy(secs(2), &request)
         .unwrap()
         .expect("response");
+    match wire::decode_anti_entropy(&response, usize::MAX).unwrap() {
+        AntiEntropyMessage::Reply { batch, wants } => {
+            assert_eq!(batch.records.len(), 1, "b lacks a's record");
+            assert_eq!(wants, [id("b")]);
+        }
+        other => panic!("expected a reply, got {other:?}"),
+    }
     let push = b
         .handle_anti_entropy(secs(3), &response)
         .unwrap()
@@ -236,8 +244,11 @@ fn anti_entropy_round_converges_both_sides() {
     let request = a.anti_entropy_request(secs(4)).unwrap();
     let response = b.handle_anti_entropy(secs(4), &request).unwrap().unwrap();
     match wire::decode_anti_entropy(&response, usize::MAX).unwrap() {
-        AntiEntropyMessage::Response { batch, .. } => assert!(batch.is_empty()),
-        other => panic!("expected a response, got {other:?}"),
+        AntiEntropyMessage::Reply { batch, wants } => {
+            assert!(batch.is_empty());
+            assert!(wants.is_empty());
+        }
+        other => panic!("expected a reply, got {other:?}"),
     }
     assert!(a.handle_anti_entropy(secs(4), &response).unwrap().is_none());
 }
@@ -298,6 +309,92 @@ fn anti_entropy_budget_truncates_and_rotates() {
         sink.merge_batch(secs(2), batch);
     }
     assert!(source.counters().anti_entropy_truncated >= 2);
+}
+
+#[test]
+fn anti_entropy_wants_are_bounded_and_asked_again_until_held() {
+    let config = TelemetryConfig {
+        anti_entropy_records_max: 2,
+        ..TelemetryConfig::default()
+    };
+    let new_store = |name: &str| {
+        TelemetryStore::new(config.clone(), id(name), Generation(1), "v", secs(0)).unwrap()
+    };
+    let mut source = new_store("src");
+    for name in ["n1", "n2", "n3", "n4", "n5"] {
+        let mut other = store(name, 1);
+        other.refresh(secs(1)).unwrap();
+        source
+            .merge_record(secs(1), other.record(&id(name)).unwrap().clone())
+            .unwrap();
+    }
+    // The sink opens every exchange, so what it lacks reaches it only as
+    // the records it asks for.
+    let mut sink = new_store("sink");
+    let mut rounds = 0;
+    while sink.map().len() < 5 {
+        rounds += 1;
+        assert!(rounds <= 3, "anti-entropy must make progress every round");
+        let summary = sink.start_anti_entropy(secs(2)).unwrap();
+        let request = source
+            .handle_anti_entropy(secs(2), &summary)
+            .unwrap()
+            .unwrap();
+        let reply = sink
+            .handle_anti_entropy(secs(2), &request)
+            .unwrap()
+            .unwrap();
+        match wire::decode_anti_entropy(&reply, usize::MAX).unwrap() {
+            AntiEntropyMessage::Reply { wants, .. } => assert!(wants.len() <= 2),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+        let push = source
+            .handle_anti_entropy(secs(2), &reply)
+            .unwrap()
+            .unwrap();
+        match wire::decode_anti_entropy(&push, usize::MAX).unwrap() {
+            AntiEntropyMessage::Push { batch } => assert!(batch.records.len() <= 2),
+            other => panic!("expected a push, got {other:?}"),
+        }
+        assert!(sink.handle_anti_entropy(secs(2), &push).unwrap().is_none());
+    }
+    assert_eq!(rounds, 3);
+
+    // A peer asking for more than the bound gets the first ones, marked
+    // truncated.
+    let mut greedy = config.clone();
+    greedy.anti_entropy_records_max = 5;
+    let mut asker = TelemetryStore::new(greedy, id("asker"), Generation(1), "v", secs(0)).unwrap();
+    let summary = asker.start_anti_entropy(secs(3)).unwrap();
+    let request = source
+        .handle_anti_entropy(secs(3), &summary)
+        .unwrap()
+        .unwrap();
+    let reply = asker
+        .handle_anti_entropy(secs(3), &request)
+        .unwrap()
+        .unwrap();
+    let truncated_before = source.counters().anti_entropy_truncated;
+    let push = source
+        .handle_anti_entropy(secs(3), &reply)
+        .unwrap()
+        .unwrap();
+    match wire::decode_anti_entropy(&push, usize::MAX).unwrap() {
+        AntiEntropyMessage::Push { batch } => {
+            let sent: Vec<&str> = batch
+                .records
+                .iter()
+                .map(|record| record.node_id().as_str())
+                .collect();
+            assert_eq!(sent, ["n1", "n2"]);
+            assert!(batch.truncated);
+        }
+        other => panic!("expected a push, got {other:?}"),
+    }
+    assert_eq!(
+        source.counters().anti_entropy_truncated,
+        truncated_before + 1
+    );
 }
 
 #[test]

@@ -18,7 +18,8 @@
 //! envelope      [version: u16, body]
 //! delta         {"Record": bin(record)} | {"Tombstone": [node_id, generation, retention_ms]}
 //! anti-entropy  {"Summary": [records, summary]} | {"Request": [digest]}
-//!               | {"Response": [digest, batch]} | {"Push": [batch]}
+//!               | {"Reply": [batch, [node_id, ...]]} | {"Push": [batch]}
+//!               | {"Response": [digest, batch]} (written by older agents)
 //! summary       u64: the wrapping sum of a hash of every (node, version) held
 //!               and every tombstone in the digest (see `AntiEntropyMessage`)
 //! digest        [bin(digest entries), [tombstone, ...]]
@@ -578,8 +579,20 @@ impl<'a> BatchView<'a> {
 /// versions and tombstones and the exchange ends there: in a settled
 /// cluster that is almost every exchange. Otherwise B answers with the
 /// three-message exchange, roles reversed: `Request` (B's digest) →
-/// `Response` (A's digest and what B lacks) → `Push` (what A lacks), the
-/// last only if non-empty. Each message travels on a stream of its own.
+/// `Reply` (what B lacks, and the nodes whose records A wants) → `Push`
+/// (those records), the last only if non-empty. Each message travels on a
+/// stream of its own.
+///
+/// A finds both directions of the difference in its one walk of B's
+/// digest: the nodes B lists that A does not hold, or holds an older
+/// version of, are what A wants. So only one digest is built, sent and
+/// walked per exchange, and B answers `Reply` with a lookup per wanted node.
+/// Agents that predate `Reply` answered `Request` with `Response` (A's
+/// digest and what B lacks), which B then walked; it is still understood.
+/// An older agent refuses `Reply` as malformed (counted), so during an
+/// upgrade an exchange a newer agent answers brings the older one its
+/// records and nothing back; the exchanges the older agent answers still
+/// run both ways.
 ///
 /// Equal summaries of different maps would need a 64-bit collision of two
 /// sums of hashes; the exchange would then be skipped until either map
@@ -603,7 +616,18 @@ pub enum AntiEntropyMessage {
         /// The initiator's digest.
         digest: Digest,
     },
-    /// The responder's digest and the records the initiator lacks.
+    /// What the initiator lacks, and the nodes whose records the
+    /// responder wants: those it does not hold first, then those it holds
+    /// an older version of, each in node order; at most
+    /// `anti_entropy_records_max` of them.
+    Reply {
+        /// What the initiator lacks.
+        batch: RecordBatch,
+        /// The nodes whose records the responder wants.
+        wants: Vec<NodeId>,
+    },
+    /// Older agents' answer to `Request`: the responder's digest and the
+    /// records the initiator lacks.
     Response {
         /// The responder's digest.
         digest: Digest,
@@ -628,6 +652,11 @@ enum AntiEntropyIn<'a> {
         #[serde(borrow)]
         digest: DigestIn<'a>,
     },
+    Reply {
+        #[serde(borrow)]
+        batch: BatchIn<'a>,
+        wants: Vec<NodeId>,
+    },
     Response {
         #[serde(borrow)]
         digest: DigestIn<'a>,
@@ -651,6 +680,10 @@ pub(crate) enum AntiEntropyView<'a> {
     },
     Request {
         digest: DigestView<'a>,
+    },
+    Reply {
+        batch: BatchView<'a>,
+        wants: Vec<NodeId>,
     },
     Response {
         digest: DigestView<'a>,
@@ -815,6 +848,10 @@ pub(crate) fn decode_anti_entropy_view(
             AntiEntropyIn::Request { digest } => AntiEntropyView::Request {
                 digest: DigestView::read(digest, digest_bytes_max)?,
             },
+            AntiEntropyIn::Reply { batch, wants } => AntiEntropyView::Reply {
+                batch: BatchView::read(batch)?,
+                wants,
+            },
             AntiEntropyIn::Response { digest, batch } => AntiEntropyView::Response {
                 digest: DigestView::read(digest, digest_bytes_max)?,
                 batch: BatchView::read(batch)?,
@@ -840,6 +877,10 @@ pub fn decode_anti_entropy(
             }
             AntiEntropyView::Request { digest } => AntiEntropyMessage::Request {
                 digest: digest.to_owned(),
+            },
+            AntiEntropyView::Reply { batch, wants } => AntiEntropyMessage::Reply {
+                batch: batch.to_owned(),
+                wants,
             },
             AntiEntropyView::Response { digest, batch } => AntiEntropyMessage::Response {
                 digest: digest.to_owned(),
@@ -960,6 +1001,48 @@ pub(crate) mod tests {
             decode_enveloped::<IgnoredBody>("delta", &bytes, usize::MAX),
             Err(TelemetryError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn telemetry_anti_entropy_reads_the_response_of_agents_that_predate_reply() {
+        // The anti-entropy message enum as agents before `Reply` had it.
+        #[derive(Serialize)]
+        #[allow(dead_code)]
+        enum Before<'a> {
+            Summary {
+                records: u64,
+                summary: u64,
+            },
+            Request {
+                digest: &'a Digest,
+            },
+            Response {
+                digest: &'a Digest,
+                batch: &'a RecordBatch,
+            },
+            Push {
+                batch: &'a RecordBatch,
+            },
+        }
+        let digest = Digest::new([(id("a"), version(1, 2))], Vec::new());
+        let batch = RecordBatch {
+            tombstones: Vec::new(),
+            records: vec![EncodedRecord::encode(&record("b", 1, 1))],
+            truncated: false,
+        };
+        let bytes = encode_enveloped(
+            "anti-entropy message",
+            &Before::Response {
+                digest: &digest,
+                batch: &batch,
+            },
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(
+            decode_anti_entropy(&bytes, usize::MAX).unwrap(),
+            AntiEntropyMessage::Response { digest, batch }
+        );
     }
 
     type IgnoredBody = serde::de::IgnoredAny;
