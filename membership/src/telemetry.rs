@@ -84,42 +84,94 @@ const TOMBSTONE_OVERHEAD_BYTES: usize = 24;
 /// headers, bytes.
 const BATCH_OVERHEAD_BYTES: usize = 64;
 
-/// What one walk of a peer's digest found this agent lacks: the entries
-/// the peer lists for nodes the map does not hold, and the nodes the map
-/// holds an older version of (each in node order).
-#[derive(Default)]
-struct Wants<'d, 'm> {
-    not_held: Vec<DigestEntry<'d>>,
-    older: Vec<&'m NodeId>,
+/// What one walk of a peer's digest finds this agent wants, kept to what
+/// one `Reply` asks for: the records it does not hold, then those it holds
+/// an older version of; in each group the nodes after the cursor (where the
+/// last `Reply` that could not ask for everything stopped) first, then the
+/// rest, each in node order. So records that keep being refused here (over
+/// `record_bytes_max`, say) cannot starve the others. At most `max` ids are
+/// kept per list, so a peer's digest costs no more than that, whatever its
+/// size.
+struct Wants<'c> {
+    cursor: Option<&'c NodeId>,
+    max: usize,
+    /// Indexed [held older][wrapped past the cursor]: the order asked in.
+    lists: [[Vec<NodeId>; 2]; 2],
+    /// Whether a candidate found a full list.
+    left_out: bool,
 }
 
-impl Wants<'_, '_> {
-    /// The ids to ask for, those not held first: at most
-    /// `anti_entropy_records_max` of them and `digest_bytes_max` bytes of
-    /// ids. An entry whose id is not a valid node id, or whose record a
-    /// tombstone of `map` covers, is not asked for.
-    fn into_ids(self, map: &TelemetryMap, config: &TelemetryConfig) -> Vec<NodeId> {
-        let not_held = self.not_held.into_iter().filter_map(|entry| {
-            let node_id = std::str::from_utf8(entry.node_id_bytes())
-                .ok()
-                .and_then(|id| NodeId::new(id).ok())?;
-            let covered = map
-                .tombstone(&node_id)
-                .is_some_and(|removed| entry.version.generation <= removed);
-            (!covered).then_some(node_id)
-        });
+impl<'c> Wants<'c> {
+    fn new(cursor: Option<&'c NodeId>, max: usize) -> Self {
+        Self {
+            cursor,
+            max,
+            lists: Default::default(),
+            left_out: false,
+        }
+    }
+
+    /// The list a candidate goes to, unless it is full.
+    fn list(&mut self, held_older: bool, node_id: &[u8]) -> Option<&mut Vec<NodeId>> {
+        let wrapped = self
+            .cursor
+            .is_some_and(|cursor| node_id <= cursor.as_str().as_bytes());
+        let list = &mut self.lists[usize::from(held_older)][usize::from(wrapped)];
+        if list.len() >= self.max {
+            self.left_out = true;
+            return None;
+        }
+        Some(list)
+    }
+
+    /// A record the peer lists and `map` does not hold: wanted unless a
+    /// tombstone of `map` covers it (it would be refused).
+    fn not_held(&mut self, entry: DigestEntry<'_>, map: &TelemetryMap) {
+        let Some(list) = self.list(false, entry.node_id_bytes()) else {
+            return;
+        };
+        let node_id = entry.node_id();
+        if map
+            .tombstone(&node_id)
+            .is_none_or(|removed| entry.version.generation > removed)
+        {
+            list.push(node_id);
+        }
+    }
+
+    /// A node whose record the peer holds newer.
+    fn held_older(&mut self, node_id: &NodeId) {
+        if let Some(list) = self.list(true, node_id.as_str().as_bytes()) {
+            list.push(node_id.clone());
+        }
+    }
+
+    /// The ids to ask for, at most `max` of them and `bytes_max` bytes of
+    /// ids, and whether some were left out.
+    fn finish(self, bytes_max: usize) -> (Vec<NodeId>, bool) {
         let mut ids = Vec::new();
+        let mut left_out = self.left_out;
         let mut id_bytes = 0;
-        for node_id in not_held.chain(self.older.into_iter().cloned()) {
+        for node_id in self.lists.into_iter().flatten().flatten() {
             // The id and its MessagePack string header.
             id_bytes += node_id.as_str().len() + 2;
-            if ids.len() >= config.anti_entropy_records_max || id_bytes > config.digest_bytes_max {
+            if ids.len() >= self.max || id_bytes > bytes_max {
+                left_out = true;
                 break;
             }
             ids.push(node_id);
         }
-        ids
+        (ids, left_out)
     }
+}
+
+/// One walk of a peer's digest against the map: what the peer lacks, and
+/// what this agent wants from it.
+struct Comparison {
+    batch: RecordBatch,
+    wants: Vec<NodeId>,
+    /// Whether some wanted records could not be asked for.
+    wants_left_out: bool,
 }
 
 /// Local bookkeeping about one node's record.
@@ -264,6 +316,10 @@ pub struct TelemetryStore {
     /// The last node whose record went into a truncated anti-entropy batch;
     /// the next batch starts after it so no node starves.
     anti_entropy_cursor: Option<NodeId>,
+    /// The last node whose record was asked for, or received, when a
+    /// `Reply` could not ask for everything wanted, or the `Push` answering
+    /// it was truncated; the next `Reply` asks from after it (see `Wants`).
+    wants_cursor: Option<NodeId>,
 }
 
 impl TelemetryStore {
@@ -303,6 +359,7 @@ impl TelemetryStore {
             anti_entropy_ramp: None,
             published_at: None,
             anti_entropy_cursor: None,
+            wants_cursor: None,
         })
     }
 
@@ -814,18 +871,23 @@ impl TelemetryStore {
     /// `anti_entropy_records_max`. Records the peer's tombstones cover are
     /// skipped (it would refuse them).
     pub fn missing_for(&mut self, now: Duration, peer: &Digest) -> RecordBatch {
-        self.compare_with(now, peer.records(), &peer.tombstones).0
+        self.compare_with(now, peer.records(), &peer.tombstones)
+            .batch
     }
 
     /// What a peer with `peer` digest lacks (see [`Self::missing_for`]),
-    /// and the nodes whose records this agent wants from it: those the
-    /// peer lists that this agent does not hold, then those it holds an
-    /// older version of, each group in node order, at most
-    /// `anti_entropy_records_max` of them and `digest_bytes_max` bytes of
-    /// ids. Records this agent's tombstones cover are not wanted (they
-    /// would be refused). Both come from one walk of the digest.
+    /// and the nodes whose records this agent wants from it, as a `Reply`
+    /// asks for them: those the peer lists that this agent does not hold,
+    /// then those it holds an older version of, each group in node order
+    /// starting after where the last `Reply` that could not ask for
+    /// everything stopped; at most `anti_entropy_records_max` (and
+    /// [`wire::WANTS_MAX`]) of them and `digest_bytes_max` bytes of ids.
+    /// Records this agent would refuse are not wanted: those its tombstones
+    /// cover, and new nodes' once it holds `nodes_max` records. Both come
+    /// from one walk of the digest.
     pub fn wants_from(&mut self, now: Duration, peer: &Digest) -> (RecordBatch, Vec<NodeId>) {
-        self.compare_with(now, peer.records(), &peer.tombstones)
+        let comparison = self.compare_with(now, peer.records(), &peer.tombstones);
+        (comparison.batch, comparison.wants)
     }
 
     fn compare_with(
@@ -833,7 +895,7 @@ impl TelemetryStore {
         now: Duration,
         peer_records: DigestEntries<'_>,
         peer_tombstones: &[Tombstone],
-    ) -> (RecordBatch, Vec<NodeId>) {
+    ) -> Comparison {
         let peer_tombstones: BTreeMap<&NodeId, Generation> = peer_tombstones
             .iter()
             .map(|tombstone| (&tombstone.node_id, tombstone.generation))
@@ -869,19 +931,25 @@ impl TelemetryStore {
         // in node order and a stable sort on the two flags finishes the job.
         let mut theirs = peer_records.iter().peekable();
         let mut candidates: Vec<(bool, bool, &HeldRecord)> = Vec::new();
-        let mut wants = Wants::default();
+        let takes_new_nodes = self.map.len() < self.config.nodes_max;
+        let mut wants = Wants::new(
+            self.wants_cursor.as_ref(),
+            self.config.anti_entropy_records_max.min(wire::WANTS_MAX),
+        );
         for (node_id, version, held) in self.map.versions() {
             let mut their_version = None;
             while let Some(entry) = theirs.peek() {
                 match entry.cmp_node(node_id) {
                     std::cmp::Ordering::Less => {
-                        wants.not_held.push(*entry);
+                        if takes_new_nodes {
+                            wants.not_held(*entry, &self.map);
+                        }
                         theirs.next();
                     }
                     std::cmp::Ordering::Equal => {
                         their_version = Some(entry.version);
                         if entry.version > version {
-                            wants.older.push(node_id);
+                            wants.held_older(node_id);
                         }
                         theirs.next();
                         break;
@@ -901,8 +969,12 @@ impl TelemetryStore {
                 candidates.push((their_version.is_some(), wrapped, held));
             }
         }
-        wants.not_held.extend(theirs);
-        let wants = wants.into_ids(&self.map, &self.config);
+        if takes_new_nodes {
+            for entry in theirs {
+                wants.not_held(entry, &self.map);
+            }
+        }
+        let (wants, wants_left_out) = wants.finish(self.config.digest_bytes_max);
         candidates.sort_by_key(|(held, wrapped, _)| (*held, *wrapped));
 
         let mut last_sent = None;
@@ -929,7 +1001,11 @@ impl TelemetryStore {
         self.counters.versions_sent += batch.records.len() as u64;
         debug_assert!(batch.records.len() <= self.config.anti_entropy_records_max);
         debug_assert!(used_bytes <= budget_bytes);
-        (batch, wants)
+        Comparison {
+            batch,
+            wants,
+            wants_left_out,
+        }
     }
 
     /// The records a peer asked for in a `Reply`, in the order asked,
@@ -963,6 +1039,8 @@ impl TelemetryStore {
             self.counters.anti_entropy_truncated += 1;
         }
         self.counters.versions_sent += batch.records.len() as u64;
+        debug_assert!(batch.records.len() <= self.config.anti_entropy_records_max);
+        debug_assert!(used_bytes <= budget_bytes);
         batch
     }
 
@@ -1043,9 +1121,9 @@ impl TelemetryStore {
 
     /// Handles one anti-entropy message from a peer and returns the reply to
     /// send back, if any: `Summary` → `Request` (only if the summaries
-    /// differ), `Request` → `Reply`, `Reply` (or an older agent's
-    /// `Response`) → `Push` (only if the peer lacks something), `Push` →
-    /// none.
+    /// differ), `Request` → `Reply` (only if either side lacks something),
+    /// `Reply` (or an older agent's `Response`) → `Push` (only if the peer
+    /// lacks something), `Push` → none.
     /// Malformed or oversized input (a digest out of node order or over
     /// `digest_bytes_max`, a record whose head cannot be read) changes
     /// nothing but `decode_errors`. A record in a batch that
@@ -1081,8 +1159,18 @@ impl TelemetryStore {
             }
             AntiEntropyView::Request { digest } => {
                 self.merge_digest_tombstones(now, &digest);
-                let (batch, wants) = self.compare_with(now, digest.records, &digest.tombstones);
-                Some(AntiEntropyMessage::Reply { batch, wants })
+                let Comparison {
+                    batch,
+                    wants,
+                    wants_left_out,
+                } = self.compare_with(now, digest.records, &digest.tombstones);
+                self.wants_cursor = if wants_left_out {
+                    wants.last().cloned()
+                } else {
+                    None
+                };
+                (!batch.is_empty() || !wants.is_empty())
+                    .then_some(AntiEntropyMessage::Reply { batch, wants })
             }
             AntiEntropyView::Reply { batch, wants } => {
                 self.merge_batch_parts(now, &batch.tombstones, batch.records);
@@ -1092,10 +1180,19 @@ impl TelemetryStore {
             AntiEntropyView::Response { digest, batch } => {
                 self.merge_batch_parts(now, &batch.tombstones, batch.records);
                 self.merge_digest_tombstones(now, &digest);
-                let (batch, _) = self.compare_with(now, digest.records, &digest.tombstones);
+                let batch = self
+                    .compare_with(now, digest.records, &digest.tombstones)
+                    .batch;
                 (!batch.is_empty()).then_some(AntiEntropyMessage::Push { batch })
             }
             AntiEntropyView::Push { batch } => {
+                // The answer to our `Reply`, in the order asked: if it was
+                // cut short, the next `Reply` asks from after its last record.
+                if batch.truncated
+                    && let Some(last) = batch.records.last()
+                {
+                    self.wants_cursor = Some(last.node_id.clone());
+                }
                 self.merge_batch_parts(now, &batch.tombstones, batch.records);
                 None
             }

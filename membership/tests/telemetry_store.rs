@@ -212,11 +212,11 @@ fn anti_entropy_round_converges_both_sides() {
         wire::decode_anti_entropy(&request, usize::MAX).unwrap(),
         AntiEntropyMessage::Request { .. }
     ));
-    let response = a
+    let reply = a
         .handle_anti_entropy(secs(2), &request)
         .unwrap()
-        .expect("response");
-    match wire::decode_anti_entropy(&response, usize::MAX).unwrap() {
+        .expect("reply");
+    match wire::decode_anti_entropy(&reply, usize::MAX).unwrap() {
         AntiEntropyMessage::Reply { batch, wants } => {
             assert_eq!(batch.records.len(), 1, "b lacks a's record");
             assert_eq!(wants, [id("b")]);
@@ -224,7 +224,7 @@ fn anti_entropy_round_converges_both_sides() {
         other => panic!("expected a reply, got {other:?}"),
     }
     let push = b
-        .handle_anti_entropy(secs(3), &response)
+        .handle_anti_entropy(secs(3), &reply)
         .unwrap()
         .expect("push");
     assert!(a.handle_anti_entropy(secs(3), &push).unwrap().is_none());
@@ -240,17 +240,104 @@ fn anti_entropy_round_converges_both_sides() {
     let summary = b.start_anti_entropy(secs(4)).unwrap();
     assert!(a.handle_anti_entropy(secs(4), &summary).unwrap().is_none());
     assert_eq!(a.counters().anti_entropy_in_sync, 1);
-    // The full exchange, asked for, has nothing to send either way.
+    // The full exchange, asked for, has nothing to send either way: no
+    // reply at all.
     let request = a.anti_entropy_request(secs(4)).unwrap();
-    let response = b.handle_anti_entropy(secs(4), &request).unwrap().unwrap();
-    match wire::decode_anti_entropy(&response, usize::MAX).unwrap() {
-        AntiEntropyMessage::Reply { batch, wants } => {
-            assert!(batch.is_empty());
-            assert!(wants.is_empty());
-        }
-        other => panic!("expected a reply, got {other:?}"),
+    assert!(b.handle_anti_entropy(secs(4), &request).unwrap().is_none());
+}
+
+/// One whole exchange that `opener` opens: summary, request, reply, push.
+/// Returns the ids the reply asked for.
+fn exchange(opener: &mut TelemetryStore, peer: &mut TelemetryStore, now: Duration) -> Vec<NodeId> {
+    let summary = opener.start_anti_entropy(now).unwrap();
+    let Some(request) = peer.handle_anti_entropy(now, &summary).unwrap() else {
+        return Vec::new();
+    };
+    let Some(reply) = opener.handle_anti_entropy(now, &request).unwrap() else {
+        return Vec::new();
+    };
+    let AntiEntropyMessage::Reply { wants, .. } =
+        wire::decode_anti_entropy(&reply, usize::MAX).unwrap()
+    else {
+        panic!("expected a reply");
+    };
+    if let Some(push) = peer.handle_anti_entropy(now, &reply).unwrap() {
+        assert!(opener.handle_anti_entropy(now, &push).unwrap().is_none());
     }
-    assert!(a.handle_anti_entropy(secs(4), &response).unwrap().is_none());
+    wants
+}
+
+#[test]
+fn anti_entropy_wants_rotate_past_records_refused_here() {
+    // The source holds n1 and n2, too large for the sink, then n3 to n5.
+    let mut source = store("src", 1);
+    for name in ["n1", "n2"] {
+        let mut big = store(name, 1);
+        big.set_database_report(secs(0), report_with_shards(20))
+            .unwrap();
+        big.refresh(secs(1)).unwrap();
+        source
+            .merge_record(secs(1), big.record(&id(name)).unwrap().clone())
+            .unwrap();
+    }
+    for name in ["n3", "n4", "n5"] {
+        source
+            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
+            .unwrap();
+    }
+    let config = TelemetryConfig {
+        delta_bytes_max: 200,
+        record_bytes_max: 300,
+        anti_entropy_bytes_max: 300,
+        anti_entropy_records_max: 2,
+        ..TelemetryConfig::default()
+    };
+    let mut sink = TelemetryStore::new(config, id("sink"), Generation(1), "v", secs(0)).unwrap();
+    // Asking for the first two wanted every time would ask for n1 and n2
+    // forever; each reply asks from after where the last one stopped.
+    let asked: Vec<Vec<NodeId>> = (0..3)
+        .map(|_| exchange(&mut sink, &mut source, secs(2)))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            vec![id("n1"), id("n2")],
+            vec![id("n3"), id("n4")],
+            vec![id("n5"), id("n1")]
+        ]
+    );
+    let held: Vec<&str> = sink
+        .map()
+        .records()
+        .map(|record| record.node_id.as_str())
+        .collect();
+    assert_eq!(held, ["n3", "n4", "n5"]);
+}
+
+#[test]
+fn anti_entropy_wants_no_new_node_at_nodes_max() {
+    let mut source = store("src", 1);
+    for name in ["n1", "n2", "n3"] {
+        source
+            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
+            .unwrap();
+    }
+    let config = TelemetryConfig {
+        nodes_max: 2,
+        ..TelemetryConfig::default()
+    };
+    let mut sink = TelemetryStore::new(config, id("sink"), Generation(1), "v", secs(0)).unwrap();
+    assert_eq!(
+        exchange(&mut sink, &mut source, secs(2)),
+        [id("n1"), id("n2"), id("n3")]
+    );
+    assert_eq!(sink.map().len(), 2);
+    // Full: a newer n1 is still asked for, n3 no longer.
+    source
+        .merge_record(secs(3), record_of("n1", 1, 2, 10.0))
+        .unwrap();
+    assert_eq!(exchange(&mut sink, &mut source, secs(3)), [id("n1")]);
+    assert_eq!(sink.map().record(&id("n1")).unwrap().version.sequence.0, 2);
 }
 
 #[test]

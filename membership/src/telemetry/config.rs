@@ -68,12 +68,13 @@ pub struct TelemetryConfig {
     pub anti_entropy_interval: Duration,
 
     /// Byte budget of the records and tombstones in one anti-entropy batch.
-    /// What does not fit follows in later rounds (least-recently-sent nodes
-    /// first). Default 256 KiB; `record_bytes_max..=`
+    /// What does not fit follows in later rounds (each round starts after
+    /// the last node the previous one reached, so none starves). Default 256 KiB; `record_bytes_max..=`
     /// [`ANTI_ENTROPY_BYTES_LIMIT`] (so any single record fits).
     pub anti_entropy_bytes_max: usize,
 
-    /// Most records in one anti-entropy batch. Default 512; at least 1.
+    /// Most records in one anti-entropy batch, and most records one asks
+    /// for. Default 512; at least 1.
     pub anti_entropy_records_max: usize,
 
     /// Largest digest, bytes. A digest's record entries cost ≈ (node id +
@@ -83,7 +84,8 @@ pub struct TelemetryConfig {
     /// it sends no anti-entropy request; an incoming digest whose entries
     /// exceed it is refused (counted in `decode_errors`). Also bounds how
     /// large an incoming anti-entropy message may be, together with
-    /// `anti_entropy_bytes_max`. `1 KiB..=`[`ANTI_ENTROPY_BYTES_LIMIT`].
+    /// `anti_entropy_bytes_max`, and the node ids one asks for.
+    /// `1 KiB..=`[`ANTI_ENTROPY_BYTES_LIMIT`].
     pub digest_bytes_max: usize,
 
     /// Most nodes whose records are held. A record of a new node beyond it is

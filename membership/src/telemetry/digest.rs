@@ -9,12 +9,14 @@
 //! ```
 //!
 //! Why a format of its own rather than a MessagePack map: a digest names
-//! every record held (≈ 12 bytes a node with ids like `db-123`) and is read
-//! twice per exchange; written and read in node order, it is walked in step
-//! with the map (a merge join), so reading one costs neither an allocation
-//! nor a tree insert per entry, and comparing it with the map no lookups.
+//! every record held (≈ 12 bytes a node with ids like `db-123`) and its
+//! receiver reads it twice (checks it, then walks it); written and read in
+//! node order, it is walked in step with the map (a merge join), so reading
+//! one costs neither an allocation nor a tree insert per entry, and
+//! comparing it with the map no lookups (only the ids the receiver wants
+//! are copied out, at most one `Reply`'s worth).
 //! [`DigestEntries::parse`] checks the whole of a received digest (well
-//! formed, strictly increasing) before anything is done with it.
+//! formed, UTF-8 ids, strictly increasing) before anything is done with it.
 
 use std::cmp::Ordering;
 
@@ -34,6 +36,12 @@ impl<'a> DigestEntry<'a> {
     /// The node, as the bytes of its id.
     pub fn node_id_bytes(&self) -> &'a [u8] {
         self.node_id
+    }
+
+    /// The node, read as a node id is read from the wire (its bytes were
+    /// checked to be UTF-8 when the digest was parsed).
+    pub fn node_id(&self) -> NodeId {
+        NodeId::from_wire(std::str::from_utf8(self.node_id).expect("checked when parsed"))
     }
 
     /// Orders this entry's node against `node_id` (node ids order as their
@@ -60,8 +68,8 @@ impl<'a> DigestEntries<'a> {
     }
 
     /// Checks `bytes` (see the module docs for the format): refused if an
-    /// entry is cut short, a number overflows, or node ids are not strictly
-    /// increasing.
+    /// entry is cut short, a number overflows, a node id is not UTF-8, or
+    /// node ids are not strictly increasing.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, TelemetryError> {
         let malformed = |reason: &str| TelemetryError::Malformed {
             what: "digest",
@@ -74,6 +82,9 @@ impl<'a> DigestEntries<'a> {
             let entry = take_entry(&mut rest).ok_or_else(|| malformed("truncated entry"))?;
             if previous.is_some_and(|previous| previous >= entry.node_id) {
                 return Err(malformed("node ids out of order"));
+            }
+            if std::str::from_utf8(entry.node_id).is_err() {
+                return Err(malformed("node id not UTF-8"));
             }
             previous = Some(entry.node_id);
             len += 1;

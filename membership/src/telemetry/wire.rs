@@ -5,7 +5,11 @@
 //! Structs are encoded as MessagePack arrays (`rmp_serde::to_vec`), not maps:
 //! field names would double the size of a delta. Compatibility is by the
 //! envelope's `version`: a peer that sees a version it does not speak drops
-//! the message with [`TelemetryError::UnsupportedVersion`]. Every decoder
+//! the message with [`TelemetryError::UnsupportedVersion`]. Within a
+//! version, a new kind of anti-entropy message (`Summary`, later `Reply`)
+//! only adds a variant, so the messages an older agent knows keep their
+//! bytes, and it refuses the new ones as malformed (see
+//! [`AntiEntropyMessage`] for what that does to an upgrade). Every decoder
 //! checks the byte length against its limit *before* decoding, checks the
 //! structure it decoded (a record's head, a digest's order) before anything
 //! is done with it, validates a record before it is stored, and never
@@ -56,6 +60,11 @@ use crate::{Generation, NodeId};
 
 /// The telemetry wire format version this agent writes and reads.
 pub const WIRE_VERSION: u16 = 2;
+
+/// Most node ids a `Reply` asks for; a `Reply` asking for more is refused
+/// as malformed. An agent asks for at most `anti_entropy_records_max` of
+/// them, and this many at the most.
+pub const WANTS_MAX: usize = 4096;
 
 /// The first byte of every encoded record: a MessagePack fixarray of the
 /// seven fields of [`NodeRecord`] (checked by a unit test).
@@ -587,12 +596,18 @@ impl<'a> BatchView<'a> {
 /// digest: the nodes B lists that A does not hold, or holds an older
 /// version of, are what A wants. So only one digest is built, sent and
 /// walked per exchange, and B answers `Reply` with a lookup per wanted node.
+/// If neither lacks anything (the summaries differed over records one side
+/// refuses, say) A sends nothing.
+///
 /// Agents that predate `Reply` answered `Request` with `Response` (A's
 /// digest and what B lacks), which B then walked; it is still understood.
-/// An older agent refuses `Reply` as malformed (counted), so during an
-/// upgrade an exchange a newer agent answers brings the older one its
-/// records and nothing back; the exchanges the older agent answers still
-/// run both ways.
+/// An older agent refuses a whole `Reply` as malformed (counted in its
+/// `decode_errors`), records and all. So during an upgrade, an exchange
+/// between a newer and an older agent moves records only when the older
+/// one is A (it answers with `Response`); when the newer one is A, nothing
+/// moves. Gossip still carries material changes, and the exchanges among
+/// agents of one version run as before. Shoal has had no release, so this
+/// is written once, with no format version for it.
 ///
 /// Equal summaries of different maps would need a 64-bit collision of two
 /// sums of hashes; the exchange would then be skipped until either map
@@ -618,8 +633,9 @@ pub enum AntiEntropyMessage {
     },
     /// What the initiator lacks, and the nodes whose records the
     /// responder wants: those it does not hold first, then those it holds
-    /// an older version of, each in node order; at most
-    /// `anti_entropy_records_max` of them.
+    /// an older version of (see `TelemetryStore::wants_from` for the order);
+    /// at most `anti_entropy_records_max` and [`WANTS_MAX`] of them, and
+    /// `digest_bytes_max` bytes of ids.
     Reply {
         /// What the initiator lacks.
         batch: RecordBatch,
@@ -655,7 +671,7 @@ enum AntiEntropyIn<'a> {
     Reply {
         #[serde(borrow)]
         batch: BatchIn<'a>,
-        wants: Vec<NodeId>,
+        wants: WantsIn,
     },
     Response {
         #[serde(borrow)]
@@ -667,6 +683,37 @@ enum AntiEntropyIn<'a> {
         #[serde(borrow)]
         batch: BatchIn<'a>,
     },
+}
+
+/// A `Reply`'s wants as read: refused past [`WANTS_MAX`] ids before any is
+/// decoded (the array's length comes first).
+struct WantsIn(Vec<NodeId>);
+
+impl<'de> Deserialize<'de> for WantsIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WantsVisitor;
+        impl<'de> Visitor<'de> for WantsVisitor {
+            type Value = WantsIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "at most {WANTS_MAX} node ids")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WantsIn, A::Error> {
+                let too_many = || de::Error::invalid_length(WANTS_MAX + 1, &self);
+                if seq.size_hint().is_some_and(|len| len > WANTS_MAX) {
+                    return Err(too_many());
+                }
+                let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(node_id) = seq.next_element()? {
+                    if ids.len() == WANTS_MAX {
+                        return Err(too_many());
+                    }
+                    ids.push(node_id);
+                }
+                Ok(WantsIn(ids))
+            }
+        }
+        deserializer.deserialize_seq(WantsVisitor)
+    }
 }
 
 /// A received anti-entropy message, checked: digests well formed and in
@@ -850,7 +897,7 @@ pub(crate) fn decode_anti_entropy_view(
             },
             AntiEntropyIn::Reply { batch, wants } => AntiEntropyView::Reply {
                 batch: BatchView::read(batch)?,
-                wants,
+                wants: wants.0,
             },
             AntiEntropyIn::Response { digest, batch } => AntiEntropyView::Response {
                 digest: DigestView::read(digest, digest_bytes_max)?,
@@ -1043,6 +1090,62 @@ pub(crate) mod tests {
             decode_anti_entropy(&bytes, usize::MAX).unwrap(),
             AntiEntropyMessage::Response { digest, batch }
         );
+    }
+
+    #[test]
+    fn telemetry_anti_entropy_reply_asks_for_at_most_wants_max() {
+        let reply = |wants: usize| AntiEntropyMessage::Reply {
+            batch: RecordBatch::default(),
+            wants: (0..wants).map(|n| id(&format!("n{n}"))).collect(),
+        };
+        let bytes = encode_anti_entropy(&reply(WANTS_MAX), usize::MAX).unwrap();
+        assert_eq!(
+            decode_anti_entropy(&bytes, usize::MAX).unwrap(),
+            reply(WANTS_MAX)
+        );
+        let bytes = encode_anti_entropy(&reply(WANTS_MAX + 1), usize::MAX).unwrap();
+        assert!(matches!(
+            decode_anti_entropy(&bytes, usize::MAX),
+            Err(TelemetryError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn telemetry_anti_entropy_reply_is_refused_whole_by_agents_that_predate_it() {
+        // The anti-entropy message enum as agents before `Reply` read it.
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        enum Before {
+            Summary {
+                records: u64,
+                summary: u64,
+            },
+            Request {
+                digest: IgnoredBody,
+            },
+            Response {
+                digest: IgnoredBody,
+                batch: IgnoredBody,
+            },
+            Push {
+                batch: IgnoredBody,
+            },
+        }
+        let reply = AntiEntropyMessage::Reply {
+            batch: RecordBatch {
+                tombstones: Vec::new(),
+                records: vec![EncodedRecord::encode(&record("b", 1, 1))],
+                truncated: false,
+            },
+            wants: vec![id("a")],
+        };
+        let bytes = encode_anti_entropy(&reply, usize::MAX).unwrap();
+        assert!(decode_enveloped::<Before>("anti-entropy message", &bytes, usize::MAX).is_err());
+        let push = AntiEntropyMessage::Push {
+            batch: RecordBatch::default(),
+        };
+        let bytes = encode_anti_entropy(&push, usize::MAX).unwrap();
+        assert!(decode_enveloped::<Before>("anti-entropy message", &bytes, usize::MAX).is_ok());
     }
 
     type IgnoredBody = serde::de::IgnoredAny;
