@@ -315,6 +315,58 @@ fn anti_entropy_wants_rotate_past_records_refused_here() {
 }
 
 #[test]
+fn anti_entropy_wants_follow_a_push_cut_short() {
+    let mut big = store("n1", 1);
+    big.set_database_report(secs(0), report_with_shards(20))
+        .unwrap();
+    big.refresh(secs(1)).unwrap();
+    let big = big.record(&id("n1")).unwrap().clone();
+    let size = |record: &NodeRecord| EncodedRecord::encode(record).size_bytes();
+    let small_bytes = size(&record_of("n2", 1, 1, 10.0));
+    // The source's batches carry n1 alone, or n2 and n3 together.
+    let budget = 64 + size(&big) + small_bytes - 1;
+    let source_config = TelemetryConfig {
+        delta_bytes_max: 200,
+        record_bytes_max: budget,
+        anti_entropy_bytes_max: budget,
+        ..TelemetryConfig::default()
+    };
+    let mut source =
+        TelemetryStore::new(source_config, id("src"), Generation(1), "v", secs(0)).unwrap();
+    source.merge_record(secs(1), big).unwrap();
+    for name in ["n2", "n3"] {
+        source
+            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
+            .unwrap();
+    }
+    // The sink refuses n1 (too large), which the source's push cut short
+    // after: the next reply asks from after it.
+    let sink_config = TelemetryConfig {
+        delta_bytes_max: 200,
+        record_bytes_max: 300,
+        anti_entropy_bytes_max: 300,
+        ..TelemetryConfig::default()
+    };
+    let mut sink =
+        TelemetryStore::new(sink_config, id("sink"), Generation(1), "v", secs(0)).unwrap();
+    assert_eq!(
+        exchange(&mut sink, &mut source, secs(2)),
+        [id("n1"), id("n2"), id("n3")]
+    );
+    assert!(sink.map().is_empty());
+    assert_eq!(
+        exchange(&mut sink, &mut source, secs(3)),
+        [id("n2"), id("n3"), id("n1")]
+    );
+    let held: Vec<&str> = sink
+        .map()
+        .records()
+        .map(|record| record.node_id.as_str())
+        .collect();
+    assert_eq!(held, ["n2", "n3"]);
+}
+
+#[test]
 fn anti_entropy_wants_no_new_node_at_nodes_max() {
     let mut source = store("src", 1);
     for name in ["n1", "n2", "n3"] {
