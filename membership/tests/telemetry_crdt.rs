@@ -321,17 +321,23 @@ proptest! {
         // The model: what the peer lacks or holds older, not covered by its
         // tombstones; records it lacks entirely first, each group in node
         // order.
-        let peer: BTreeMap<NodeId, Version> = peer
-            .iter()
-            .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
-            .collect();
-        let peer_tombstones: BTreeMap<NodeId, Generation> = peer_tombstones
-            .iter()
-            .map(|(n, generation)| (name(*n), Generation(*generation)))
-            .collect();
+        let versions = |by_n: &BTreeMap<usize, (u64, u64)>| -> BTreeMap<NodeId, Version> {
+            by_n.iter()
+                .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
+                .collect()
+        };
+        let generations = |by_n: &BTreeMap<usize, u64>| -> BTreeMap<NodeId, Generation> {
+            by_n.iter()
+                .map(|(n, generation)| (name(*n), Generation(*generation)))
+                .collect()
+        };
+        let peer = versions(&peer);
+        let peer_tombstones = generations(&peer_tombstones);
+        let held = versions(&held);
+        let source_tombstones = generations(&source_tombstones);
         let mut expected: Vec<(bool, NodeId, Version)> = held
             .iter()
-            .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
+            .map(|(node_id, held)| (node_id.clone(), *held))
             .filter(|(node_id, held)| {
                 peer.get(node_id).is_none_or(|theirs| theirs < held)
                     && peer_tombstones
@@ -356,14 +362,6 @@ proptest! {
         // What the source wants: the nodes the peer lists that it holds no
         // record of (unless its own tombstone covers the peer's version),
         // then those it holds older versions of; each group in node order.
-        let held: BTreeMap<NodeId, Version> = held
-            .iter()
-            .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
-            .collect();
-        let source_tombstones: BTreeMap<NodeId, Generation> = source_tombstones
-            .iter()
-            .map(|(n, generation)| (name(*n), Generation(*generation)))
-            .collect();
         let not_held = peer.iter().filter(|(node_id, theirs)| {
             !held.contains_key(*node_id)
                 && source_tombstones

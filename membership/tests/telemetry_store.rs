@@ -247,24 +247,55 @@ fn anti_entropy_round_converges_both_sides() {
 }
 
 /// One whole exchange that `opener` opens: summary, request, reply, push.
-/// Returns the ids the reply asked for.
-fn exchange(opener: &mut TelemetryStore, peer: &mut TelemetryStore, now: Duration) -> Vec<NodeId> {
+/// Returns the ids the reply asked for and the push that answered it.
+fn exchange(
+    opener: &mut TelemetryStore,
+    peer: &mut TelemetryStore,
+    now: Duration,
+) -> (Vec<NodeId>, Option<RecordBatch>) {
     let summary = opener.start_anti_entropy(now).unwrap();
     let Some(request) = peer.handle_anti_entropy(now, &summary).unwrap() else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let Some(reply) = opener.handle_anti_entropy(now, &request).unwrap() else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let AntiEntropyMessage::Reply { wants, .. } =
         wire::decode_anti_entropy(&reply, usize::MAX).unwrap()
     else {
         panic!("expected a reply");
     };
-    if let Some(push) = peer.handle_anti_entropy(now, &reply).unwrap() {
-        assert!(opener.handle_anti_entropy(now, &push).unwrap().is_none());
-    }
-    wants
+    let Some(push) = peer.handle_anti_entropy(now, &reply).unwrap() else {
+        return (wants, None);
+    };
+    assert!(opener.handle_anti_entropy(now, &push).unwrap().is_none());
+    let AntiEntropyMessage::Push { batch } = wire::decode_anti_entropy(&push, usize::MAX).unwrap()
+    else {
+        panic!("expected a push");
+    };
+    (wants, Some(batch))
+}
+
+/// A record of `name` over 300 bytes (it reports 20 shards).
+fn big_record(name: &str) -> NodeRecord {
+    let mut big = store(name, 1);
+    big.set_database_report(secs(0), report_with_shards(20))
+        .unwrap();
+    big.refresh(secs(1)).unwrap();
+    big.record(&id(name)).unwrap().clone()
+}
+
+/// A store that refuses records over 300 bytes and asks for at most
+/// `records_max` in one reply.
+fn store_of_small_records(name: &str, records_max: usize) -> TelemetryStore {
+    let config = TelemetryConfig {
+        delta_bytes_max: 200,
+        record_bytes_max: 300,
+        anti_entropy_bytes_max: 300,
+        anti_entropy_records_max: records_max,
+        ..TelemetryConfig::default()
+    };
+    TelemetryStore::new(config, id(name), Generation(1), "v", secs(0)).unwrap()
 }
 
 #[test]
@@ -272,31 +303,18 @@ fn anti_entropy_wants_rotate_past_records_refused_here() {
     // The source holds n1 and n2, too large for the sink, then n3 to n5.
     let mut source = store("src", 1);
     for name in ["n1", "n2"] {
-        let mut big = store(name, 1);
-        big.set_database_report(secs(0), report_with_shards(20))
-            .unwrap();
-        big.refresh(secs(1)).unwrap();
-        source
-            .merge_record(secs(1), big.record(&id(name)).unwrap().clone())
-            .unwrap();
+        source.merge_record(secs(1), big_record(name)).unwrap();
     }
     for name in ["n3", "n4", "n5"] {
         source
             .merge_record(secs(1), record_of(name, 1, 1, 10.0))
             .unwrap();
     }
-    let config = TelemetryConfig {
-        delta_bytes_max: 200,
-        record_bytes_max: 300,
-        anti_entropy_bytes_max: 300,
-        anti_entropy_records_max: 2,
-        ..TelemetryConfig::default()
-    };
-    let mut sink = TelemetryStore::new(config, id("sink"), Generation(1), "v", secs(0)).unwrap();
+    let mut sink = store_of_small_records("sink", 2);
     // Asking for the first two wanted every time would ask for n1 and n2
     // forever; each reply asks from after where the last one stopped.
     let asked: Vec<Vec<NodeId>> = (0..3)
-        .map(|_| exchange(&mut sink, &mut source, secs(2)))
+        .map(|_| exchange(&mut sink, &mut source, secs(2)).0)
         .collect();
     assert_eq!(
         asked,
@@ -316,11 +334,7 @@ fn anti_entropy_wants_rotate_past_records_refused_here() {
 
 #[test]
 fn anti_entropy_wants_follow_a_push_cut_short() {
-    let mut big = store("n1", 1);
-    big.set_database_report(secs(0), report_with_shards(20))
-        .unwrap();
-    big.refresh(secs(1)).unwrap();
-    let big = big.record(&id("n1")).unwrap().clone();
+    let big = big_record("n1");
     let size = |record: &NodeRecord| EncodedRecord::encode(record).size_bytes();
     let small_bytes = size(&record_of("n2", 1, 1, 10.0));
     // The source's batches carry n1 alone, or n2 and n3 together.
@@ -341,21 +355,14 @@ fn anti_entropy_wants_follow_a_push_cut_short() {
     }
     // The sink refuses n1 (too large), which the source's push cut short
     // after: the next reply asks from after it.
-    let sink_config = TelemetryConfig {
-        delta_bytes_max: 200,
-        record_bytes_max: 300,
-        anti_entropy_bytes_max: 300,
-        ..TelemetryConfig::default()
-    };
-    let mut sink =
-        TelemetryStore::new(sink_config, id("sink"), Generation(1), "v", secs(0)).unwrap();
+    let mut sink = store_of_small_records("sink", 512);
     assert_eq!(
-        exchange(&mut sink, &mut source, secs(2)),
+        exchange(&mut sink, &mut source, secs(2)).0,
         [id("n1"), id("n2"), id("n3")]
     );
     assert!(sink.map().is_empty());
     assert_eq!(
-        exchange(&mut sink, &mut source, secs(3)),
+        exchange(&mut sink, &mut source, secs(3)).0,
         [id("n2"), id("n3"), id("n1")]
     );
     let held: Vec<&str> = sink
@@ -380,7 +387,7 @@ fn anti_entropy_wants_no_new_node_at_nodes_max() {
     };
     let mut sink = TelemetryStore::new(config, id("sink"), Generation(1), "v", secs(0)).unwrap();
     assert_eq!(
-        exchange(&mut sink, &mut source, secs(2)),
+        exchange(&mut sink, &mut source, secs(2)).0,
         [id("n1"), id("n2"), id("n3")]
     );
     assert_eq!(sink.map().len(), 2);
@@ -388,7 +395,7 @@ fn anti_entropy_wants_no_new_node_at_nodes_max() {
     source
         .merge_record(secs(3), record_of("n1", 1, 2, 10.0))
         .unwrap();
-    assert_eq!(exchange(&mut sink, &mut source, secs(3)), [id("n1")]);
+    assert_eq!(exchange(&mut sink, &mut source, secs(3)).0, [id("n1")]);
     assert_eq!(sink.map().record(&id("n1")).unwrap().version.sequence.0, 2);
 }
 
@@ -461,10 +468,8 @@ fn anti_entropy_wants_are_bounded_and_asked_again_until_held() {
     };
     let mut source = new_store("src");
     for name in ["n1", "n2", "n3", "n4", "n5"] {
-        let mut other = store(name, 1);
-        other.refresh(secs(1)).unwrap();
         source
-            .merge_record(secs(1), other.record(&id(name)).unwrap().clone())
+            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
             .unwrap();
     }
     // The sink opens every exchange, so what it lacks reaches it only as
@@ -474,28 +479,9 @@ fn anti_entropy_wants_are_bounded_and_asked_again_until_held() {
     while sink.map().len() < 5 {
         rounds += 1;
         assert!(rounds <= 3, "anti-entropy must make progress every round");
-        let summary = sink.start_anti_entropy(secs(2)).unwrap();
-        let request = source
-            .handle_anti_entropy(secs(2), &summary)
-            .unwrap()
-            .unwrap();
-        let reply = sink
-            .handle_anti_entropy(secs(2), &request)
-            .unwrap()
-            .unwrap();
-        match wire::decode_anti_entropy(&reply, usize::MAX).unwrap() {
-            AntiEntropyMessage::Reply { wants, .. } => assert!(wants.len() <= 2),
-            other => panic!("expected a reply, got {other:?}"),
-        }
-        let push = source
-            .handle_anti_entropy(secs(2), &reply)
-            .unwrap()
-            .unwrap();
-        match wire::decode_anti_entropy(&push, usize::MAX).unwrap() {
-            AntiEntropyMessage::Push { batch } => assert!(batch.records.len() <= 2),
-            other => panic!("expected a push, got {other:?}"),
-        }
-        assert!(sink.handle_anti_entropy(secs(2), &push).unwrap().is_none());
+        let (wants, push) = exchange(&mut sink, &mut source, secs(2));
+        assert!(wants.len() <= 2);
+        assert!(push.unwrap().records.len() <= 2);
     }
     assert_eq!(rounds, 3);
 
@@ -504,32 +490,17 @@ fn anti_entropy_wants_are_bounded_and_asked_again_until_held() {
     let mut greedy = config.clone();
     greedy.anti_entropy_records_max = 5;
     let mut asker = TelemetryStore::new(greedy, id("asker"), Generation(1), "v", secs(0)).unwrap();
-    let summary = asker.start_anti_entropy(secs(3)).unwrap();
-    let request = source
-        .handle_anti_entropy(secs(3), &summary)
-        .unwrap()
-        .unwrap();
-    let reply = asker
-        .handle_anti_entropy(secs(3), &request)
-        .unwrap()
-        .unwrap();
     let truncated_before = source.counters().anti_entropy_truncated;
-    let push = source
-        .handle_anti_entropy(secs(3), &reply)
-        .unwrap()
-        .unwrap();
-    match wire::decode_anti_entropy(&push, usize::MAX).unwrap() {
-        AntiEntropyMessage::Push { batch } => {
-            let sent: Vec<&str> = batch
-                .records
-                .iter()
-                .map(|record| record.node_id().as_str())
-                .collect();
-            assert_eq!(sent, ["n1", "n2"]);
-            assert!(batch.truncated);
-        }
-        other => panic!("expected a push, got {other:?}"),
-    }
+    let (wants, push) = exchange(&mut asker, &mut source, secs(3));
+    assert_eq!(wants.len(), 5);
+    let push = push.unwrap();
+    let sent: Vec<&str> = push
+        .records
+        .iter()
+        .map(|record| record.node_id().as_str())
+        .collect();
+    assert_eq!(sent, ["n1", "n2"]);
+    assert!(push.truncated);
     assert_eq!(
         source.counters().anti_entropy_truncated,
         truncated_before + 1
