@@ -85,19 +85,25 @@ const TOMBSTONE_OVERHEAD_BYTES: usize = 24;
 const BATCH_OVERHEAD_BYTES: usize = 64;
 
 /// What one walk of a peer's digest finds this agent wants, kept to what
-/// one `Reply` asks for: the records it does not hold, then those it holds
-/// an older version of; in each group the nodes after the cursor (where the
-/// last `Reply` that could not ask for everything stopped) first, then the
-/// rest, each in node order. So records that keep being refused here (over
-/// `record_bytes_max`, say) cannot starve the others. At most `max` ids are
-/// kept per list, so a peer's digest costs no more than that, whatever its
-/// size.
+/// one `Reply` asks for: the records it does not hold (unless it would
+/// refuse them) and those it holds an older version of, in one rotation:
+/// in node order from after the cursor (where the last `Reply` or `Push`
+/// that was cut short stopped), then from the start. No kind goes first,
+/// so records that keep being refused here (over `record_bytes_max`, say)
+/// cannot starve the others. At most `max` ids are kept on either side of
+/// the cursor, whatever the digest's size.
+///
+/// The ids always fit in the `Reply`: each came from the peer's digest (at
+/// most `digest_bytes_max` bytes), where it took more bytes than it does
+/// as a MessagePack string.
 struct Wants<'c> {
     cursor: Option<&'c NodeId>,
     max: usize,
-    /// Indexed [held older][wrapped past the cursor]: the order asked in.
-    lists: [[Vec<NodeId>; 2]; 2],
-    /// Whether a candidate found a full list.
+    /// Node ids after the cursor, in node order.
+    after: Vec<NodeId>,
+    /// Node ids at or before it, in node order.
+    wrapped: Vec<NodeId>,
+    /// Whether a wanted id found its list full.
     left_out: bool,
 }
 
@@ -106,17 +112,22 @@ impl<'c> Wants<'c> {
         Self {
             cursor,
             max,
-            lists: Default::default(),
+            after: Vec::new(),
+            wrapped: Vec::new(),
             left_out: false,
         }
     }
 
-    /// The list a candidate goes to, unless it is full.
-    fn list(&mut self, held_older: bool, node_id: &[u8]) -> Option<&mut Vec<NodeId>> {
-        let wrapped = self
+    /// The list `node_id` goes to, unless it is full.
+    fn list(&mut self, node_id: &[u8]) -> Option<&mut Vec<NodeId>> {
+        let list = if self
             .cursor
-            .is_some_and(|cursor| node_id <= cursor.as_str().as_bytes());
-        let list = &mut self.lists[usize::from(held_older)][usize::from(wrapped)];
+            .is_some_and(|cursor| node_id <= cursor.as_str().as_bytes())
+        {
+            &mut self.wrapped
+        } else {
+            &mut self.after
+        };
         if list.len() >= self.max {
             self.left_out = true;
             return None;
@@ -125,9 +136,10 @@ impl<'c> Wants<'c> {
     }
 
     /// A record the peer lists and `map` does not hold: wanted unless a
-    /// tombstone of `map` covers it (it would be refused).
+    /// tombstone of `map` covers it (it would be refused). The room is
+    /// looked at first, so an entry past a full list costs nothing.
     fn not_held(&mut self, entry: DigestEntry<'_>, map: &TelemetryMap) {
-        let Some(list) = self.list(false, entry.node_id_bytes()) else {
+        let Some(list) = self.list(entry.node_id_bytes()) else {
             return;
         };
         let node_id = entry.node_id();
@@ -141,26 +153,17 @@ impl<'c> Wants<'c> {
 
     /// A node whose record the peer holds newer.
     fn held_older(&mut self, node_id: &NodeId) {
-        if let Some(list) = self.list(true, node_id.as_str().as_bytes()) {
+        if let Some(list) = self.list(node_id.as_str().as_bytes()) {
             list.push(node_id.clone());
         }
     }
 
-    /// The ids to ask for, at most `max` of them and `bytes_max` bytes of
-    /// ids, and whether some were left out.
-    fn finish(self, bytes_max: usize) -> (Vec<NodeId>, bool) {
-        let mut ids = Vec::new();
-        let mut left_out = self.left_out;
-        let mut id_bytes = 0;
-        for node_id in self.lists.into_iter().flatten().flatten() {
-            // The id and its MessagePack string header.
-            id_bytes += node_id.as_str().len() + 2;
-            if ids.len() >= self.max || id_bytes > bytes_max {
-                left_out = true;
-                break;
-            }
-            ids.push(node_id);
-        }
+    /// The ids to ask for, at most `max`, and whether some were left out.
+    fn finish(self) -> (Vec<NodeId>, bool) {
+        let mut ids = self.after;
+        let room = self.max - ids.len();
+        let left_out = self.left_out || self.wrapped.len() > room;
+        ids.extend(self.wrapped.into_iter().take(room));
         (ids, left_out)
     }
 }
@@ -319,7 +322,11 @@ pub struct TelemetryStore {
     /// The last node whose record was asked for, or received, when a
     /// `Reply` could not ask for everything wanted, or the `Push` answering
     /// it was truncated; the next `Reply` asks from after it (see `Wants`).
+    /// Like `anti_entropy_cursor`, shared by every peer and only ever moved.
     wants_cursor: Option<NodeId>,
+    /// The ids the last `Reply` asked for, until a `Push` answers it: only
+    /// a `Push` whose last record is one of them moves `wants_cursor`.
+    wants_asked: Vec<NodeId>,
 }
 
 impl TelemetryStore {
@@ -360,6 +367,7 @@ impl TelemetryStore {
             published_at: None,
             anti_entropy_cursor: None,
             wants_cursor: None,
+            wants_asked: Vec::new(),
         })
     }
 
@@ -865,11 +873,12 @@ impl TelemetryStore {
     }
 
     /// What a peer with `peer` digest lacks: tombstones it does not hold,
-    /// then records it does not hold at all, then records it holds older
-    /// versions of — each group in node order starting after the previous
-    /// truncated batch — within `anti_entropy_bytes_max` and
-    /// `anti_entropy_records_max`. Records the peer's tombstones cover are
-    /// skipped (it would refuse them).
+    /// then the records it does not hold or holds older versions of, in
+    /// node order starting after the last truncated batch (no kind first,
+    /// so records the peer keeps refusing cannot starve the others) —
+    /// within `anti_entropy_bytes_max` and `anti_entropy_records_max`.
+    /// Records the peer's tombstones cover are skipped (it would refuse
+    /// them).
     pub fn missing_for(&mut self, now: Duration, peer: &Digest) -> RecordBatch {
         self.compare_with(now, peer.records(), &peer.tombstones)
             .batch
@@ -877,11 +886,10 @@ impl TelemetryStore {
 
     /// What a peer with `peer` digest lacks (see [`Self::missing_for`]),
     /// and the nodes whose records this agent wants from it, as a `Reply`
-    /// asks for them: those the peer lists that this agent does not hold,
-    /// then those it holds an older version of, each group in node order
-    /// starting after where the last `Reply` that could not ask for
-    /// everything stopped; at most `anti_entropy_records_max` (and
-    /// [`wire::WANTS_MAX`]) of them and `digest_bytes_max` bytes of ids.
+    /// asks for them: those the peer lists that this agent does not hold or
+    /// holds an older version of, in node order starting after where the
+    /// last `Reply` or `Push` that was cut short stopped; at most
+    /// `anti_entropy_records_max` (and [`wire::WANTS_MAX`]) of them.
     /// Records this agent would refuse are not wanted: those its tombstones
     /// cover, and new nodes' once it holds `nodes_max` records. Both come
     /// from one walk of the digest.
@@ -925,12 +933,13 @@ impl TelemetryStore {
             }
         }
 
-        // (held at all by the peer?, wraps around the cursor?, record): the
-        // order records are offered in. The peer's entries are walked in
-        // step with the map, both in node order, so the candidates come out
-        // in node order and a stable sort on the two flags finishes the job.
+        // (wraps around the cursor?, record): the order records are offered
+        // in, one rotation with no kind first (see `Wants`). The peer's
+        // entries are walked in step with the map, both in node order, so
+        // the candidates come out in node order and a stable sort on the
+        // flag finishes the job.
         let mut theirs = peer_records.iter().peekable();
-        let mut candidates: Vec<(bool, bool, &HeldRecord)> = Vec::new();
+        let mut candidates: Vec<(bool, &HeldRecord)> = Vec::new();
         let takes_new_nodes = self.map.len() < self.config.nodes_max;
         let mut wants = Wants::new(
             self.wants_cursor.as_ref(),
@@ -966,7 +975,7 @@ impl TelemetryStore {
                     .anti_entropy_cursor
                     .as_ref()
                     .is_some_and(|cursor| node_id <= cursor);
-                candidates.push((their_version.is_some(), wrapped, held));
+                candidates.push((wrapped, held));
             }
         }
         if takes_new_nodes {
@@ -974,11 +983,11 @@ impl TelemetryStore {
                 wants.not_held(entry, &self.map);
             }
         }
-        let (wants, wants_left_out) = wants.finish(self.config.digest_bytes_max);
-        candidates.sort_by_key(|(held, wrapped, _)| (*held, *wrapped));
+        let (wants, wants_left_out) = wants.finish();
+        candidates.sort_by_key(|(wrapped, _)| *wrapped);
 
         let mut last_sent = None;
-        for (_, _, held) in candidates {
+        for (_, held) in candidates {
             let cost = held.bytes().len();
             if batch.truncated
                 || batch.records.len() >= self.config.anti_entropy_records_max
@@ -991,12 +1000,14 @@ impl TelemetryStore {
             last_sent = Some(&held.record().node_id);
             batch.records.push(held.encoded());
         }
-        let last_sent = last_sent.cloned();
+        // The cursor is shared by every peer, and only ever moved: after a
+        // batch that carried everything, where the next one starts matters
+        // to no one.
         if batch.truncated {
             self.counters.anti_entropy_truncated += 1;
-            self.anti_entropy_cursor = last_sent;
-        } else {
-            self.anti_entropy_cursor = None;
+            if let Some(last_sent) = last_sent {
+                self.anti_entropy_cursor = Some(last_sent.clone());
+            }
         }
         self.counters.versions_sent += batch.records.len() as u64;
         debug_assert!(batch.records.len() <= self.config.anti_entropy_records_max);
@@ -1164,11 +1175,10 @@ impl TelemetryStore {
                     wants,
                     wants_left_out,
                 } = self.compare_with(now, digest.records, &digest.tombstones);
-                self.wants_cursor = if wants_left_out {
-                    wants.last().cloned()
-                } else {
-                    None
-                };
+                if wants_left_out {
+                    self.wants_cursor = wants.last().cloned();
+                }
+                self.wants_asked.clone_from(&wants);
                 (!batch.is_empty() || !wants.is_empty())
                     .then_some(AntiEntropyMessage::Reply { batch, wants })
             }
@@ -1186,10 +1196,13 @@ impl TelemetryStore {
                 (!batch.is_empty()).then_some(AntiEntropyMessage::Push { batch })
             }
             AntiEntropyView::Push { batch } => {
-                // The answer to our `Reply`, in the order asked: if it was
-                // cut short, the next `Reply` asks from after its last record.
+                // The answer to our last `Reply`, in the order asked: if it
+                // was cut short, the next `Reply` asks from after its last
+                // record (one we asked for: no other push moves the cursor).
+                let asked = std::mem::take(&mut self.wants_asked);
                 if batch.truncated
                     && let Some(last) = batch.records.last()
+                    && asked.contains(&last.node_id)
                 {
                     self.wants_cursor = Some(last.node_id.clone());
                 }

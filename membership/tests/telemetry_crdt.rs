@@ -319,8 +319,7 @@ proptest! {
         let (batch, wants) = source.wants_from(Duration::ZERO, &digest);
 
         // The model: what the peer lacks or holds older, not covered by its
-        // tombstones; records it lacks entirely first, each group in node
-        // order.
+        // tombstones, in node order.
         let versions = |by_n: &BTreeMap<usize, (u64, u64)>| -> BTreeMap<NodeId, Version> {
             by_n.iter()
                 .map(|(n, (generation, sequence))| (name(*n), version(*generation, *sequence)))
@@ -335,7 +334,7 @@ proptest! {
         let peer_tombstones = generations(&peer_tombstones);
         let held = versions(&held);
         let source_tombstones = generations(&source_tombstones);
-        let mut expected: Vec<(bool, NodeId, Version)> = held
+        let expected: Vec<(NodeId, Version)> = held
             .iter()
             .map(|(node_id, held)| (node_id.clone(), *held))
             .filter(|(node_id, held)| {
@@ -344,34 +343,28 @@ proptest! {
                         .get(node_id)
                         .is_none_or(|tombstone| held.generation > *tombstone)
             })
-            .map(|(node_id, held)| (peer.contains_key(&node_id), node_id, held))
             .collect();
-        expected.sort();
         let sent: Vec<(NodeId, Version)> = batch
             .records
             .iter()
             .map(|record| (record.node_id().clone(), record.version()))
             .collect();
-        let expected: Vec<(NodeId, Version)> = expected
-            .into_iter()
-            .map(|(_, node_id, version)| (node_id, version))
-            .collect();
         prop_assert_eq!(sent, expected);
         prop_assert!(!batch.truncated);
 
-        // What the source wants: the nodes the peer lists that it holds no
-        // record of (unless its own tombstone covers the peer's version),
-        // then those it holds older versions of; each group in node order.
-        let not_held = peer.iter().filter(|(node_id, theirs)| {
-            !held.contains_key(*node_id)
-                && source_tombstones
-                    .get(*node_id)
-                    .is_none_or(|removed| theirs.generation > *removed)
-        });
-        let older = peer
+        // What the source wants, in node order: the nodes the peer lists
+        // that it holds no record of (unless its own tombstone covers the
+        // peer's version), and those it holds older versions of.
+        let expected: Vec<NodeId> = peer
             .iter()
-            .filter(|(node_id, theirs)| held.get(*node_id).is_some_and(|mine| mine < *theirs));
-        let expected: Vec<NodeId> = not_held.chain(older).map(|(node_id, _)| node_id.clone()).collect();
+            .filter(|(node_id, theirs)| match held.get(*node_id) {
+                Some(mine) => mine < *theirs,
+                None => source_tombstones
+                    .get(*node_id)
+                    .is_none_or(|removed| theirs.generation > *removed),
+            })
+            .map(|(node_id, _)| node_id.clone())
+            .collect();
         prop_assert_eq!(wants, expected);
     }
 

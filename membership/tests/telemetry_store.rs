@@ -300,7 +300,8 @@ fn store_of_small_records(name: &str, records_max: usize) -> TelemetryStore {
 
 #[test]
 fn anti_entropy_wants_rotate_past_records_refused_here() {
-    // The source holds n1 and n2, too large for the sink, then n3 to n5.
+    // The source holds n1 and n2, too large for the sink, then n3 to n5,
+    // and a newer n6 than the sink's.
     let mut source = store("src", 1);
     for name in ["n1", "n2"] {
         source.merge_record(secs(1), big_record(name)).unwrap();
@@ -310,9 +311,15 @@ fn anti_entropy_wants_rotate_past_records_refused_here() {
             .merge_record(secs(1), record_of(name, 1, 1, 10.0))
             .unwrap();
     }
+    source
+        .merge_record(secs(1), record_of("n6", 1, 2, 10.0))
+        .unwrap();
     let mut sink = store_of_small_records("sink", 2);
+    sink.merge_record(secs(1), record_of("n6", 1, 1, 10.0))
+        .unwrap();
     // Asking for the first two wanted every time would ask for n1 and n2
-    // forever; each reply asks from after where the last one stopped.
+    // forever; each reply asks from after where the last one stopped, and
+    // records not held do not go before the newer n6.
     let asked: Vec<Vec<NodeId>> = (0..3)
         .map(|_| exchange(&mut sink, &mut source, secs(2)).0)
         .collect();
@@ -321,15 +328,15 @@ fn anti_entropy_wants_rotate_past_records_refused_here() {
         [
             vec![id("n1"), id("n2")],
             vec![id("n3"), id("n4")],
-            vec![id("n5"), id("n1")]
+            vec![id("n5"), id("n6")]
         ]
     );
-    let held: Vec<&str> = sink
+    let held: Vec<(&str, u64)> = sink
         .map()
         .records()
-        .map(|record| record.node_id.as_str())
+        .map(|record| (record.node_id.as_str(), record.version.sequence.0))
         .collect();
-    assert_eq!(held, ["n3", "n4", "n5"]);
+    assert_eq!(held, [("n3", 1), ("n4", 1), ("n5", 1), ("n6", 2)]);
 }
 
 #[test]
@@ -371,6 +378,33 @@ fn anti_entropy_wants_follow_a_push_cut_short() {
         .map(|record| record.node_id.as_str())
         .collect();
     assert_eq!(held, ["n2", "n3"]);
+}
+
+#[test]
+fn anti_entropy_wants_cursor_moves_only_for_a_push_asked_for() {
+    let mut source = store("src", 1);
+    for name in ["n1", "n2", "n3"] {
+        source
+            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
+            .unwrap();
+    }
+    let mut sink = store("sink", 1);
+    // A truncated push nobody asked for (n2's record) is merged, and moves
+    // nothing: the next reply still asks in node order.
+    let unasked = AntiEntropyMessage::Push {
+        batch: RecordBatch {
+            records: vec![EncodedRecord::encode(&record_of("n2", 1, 1, 10.0))],
+            truncated: true,
+            ..RecordBatch::default()
+        },
+    };
+    let bytes = wire::encode_anti_entropy(&unasked, usize::MAX).unwrap();
+    assert!(sink.handle_anti_entropy(secs(2), &bytes).unwrap().is_none());
+    assert!(sink.record(&id("n2")).is_some());
+    assert_eq!(
+        exchange(&mut sink, &mut source, secs(3)).0,
+        [id("n1"), id("n3")]
+    );
 }
 
 #[test]

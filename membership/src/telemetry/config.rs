@@ -84,8 +84,7 @@ pub struct TelemetryConfig {
     /// it sends no anti-entropy request; an incoming digest whose entries
     /// exceed it is refused (counted in `decode_errors`). Also bounds how
     /// large an incoming anti-entropy message may be, together with
-    /// `anti_entropy_bytes_max`, and the node ids one asks for.
-    /// `1 KiB..=`[`ANTI_ENTROPY_BYTES_LIMIT`].
+    /// `anti_entropy_bytes_max`. `1 KiB..=`[`ANTI_ENTROPY_BYTES_LIMIT`].
     pub digest_bytes_max: usize,
 
     /// Most nodes whose records are held. A record of a new node beyond it is

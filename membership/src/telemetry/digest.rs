@@ -266,12 +266,14 @@ mod tests {
             1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 1,
         ];
         let long_id = [0x05, b'a', 1, 1];
+        let not_utf8 = [1, 0xff, 1, 1];
         for bad in [
             &out_of_order[..],
             &repeated[..],
             &full[..full.len() - 1],
             &overlong[..],
             &long_id[..],
+            &not_utf8[..],
         ] {
             assert!(
                 matches!(

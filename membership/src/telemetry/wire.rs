@@ -632,10 +632,9 @@ pub enum AntiEntropyMessage {
         digest: Digest,
     },
     /// What the initiator lacks, and the nodes whose records the
-    /// responder wants: those it does not hold first, then those it holds
-    /// an older version of (see `TelemetryStore::wants_from` for the order);
-    /// at most `anti_entropy_records_max` and [`WANTS_MAX`] of them, and
-    /// `digest_bytes_max` bytes of ids.
+    /// responder wants, those it does not hold or holds an older version of
+    /// (see `TelemetryStore::wants_from` for the order): at most
+    /// `anti_entropy_records_max` and [`WANTS_MAX`] of them.
     Reply {
         /// What the initiator lacks.
         batch: RecordBatch,
