@@ -276,6 +276,17 @@ fn exchange(
     (wants, Some(batch))
 }
 
+/// A store holding a small record of each of `names`.
+fn source_holding(names: &[&str]) -> TelemetryStore {
+    let mut source = store("src", 1);
+    for name in names {
+        source
+            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
+            .unwrap();
+    }
+    source
+}
+
 /// A record of `name` over 300 bytes (it reports 20 shards).
 fn big_record(name: &str) -> NodeRecord {
     let mut big = store(name, 1);
@@ -302,14 +313,9 @@ fn store_of_small_records(name: &str, records_max: usize) -> TelemetryStore {
 fn anti_entropy_wants_rotate_past_records_refused_here() {
     // The source holds n1 and n2, too large for the sink, then n3 to n5,
     // and a newer n6 than the sink's.
-    let mut source = store("src", 1);
+    let mut source = source_holding(&["n3", "n4", "n5"]);
     for name in ["n1", "n2"] {
         source.merge_record(secs(1), big_record(name)).unwrap();
-    }
-    for name in ["n3", "n4", "n5"] {
-        source
-            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
-            .unwrap();
     }
     source
         .merge_record(secs(1), record_of("n6", 1, 2, 10.0))
@@ -382,12 +388,7 @@ fn anti_entropy_wants_follow_a_push_cut_short() {
 
 #[test]
 fn anti_entropy_wants_cursor_moves_only_for_a_push_asked_for() {
-    let mut source = store("src", 1);
-    for name in ["n1", "n2", "n3"] {
-        source
-            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
-            .unwrap();
-    }
+    let mut source = source_holding(&["n1", "n2", "n3"]);
     let mut sink = store("sink", 1);
     // A truncated push nobody asked for (n2's record) is merged, and moves
     // nothing: the next reply still asks in node order.
@@ -409,12 +410,7 @@ fn anti_entropy_wants_cursor_moves_only_for_a_push_asked_for() {
 
 #[test]
 fn anti_entropy_wants_no_new_node_at_nodes_max() {
-    let mut source = store("src", 1);
-    for name in ["n1", "n2", "n3"] {
-        source
-            .merge_record(secs(1), record_of(name, 1, 1, 10.0))
-            .unwrap();
-    }
+    let mut source = source_holding(&["n1", "n2", "n3"]);
     let config = TelemetryConfig {
         nodes_max: 2,
         ..TelemetryConfig::default()
