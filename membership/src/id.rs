@@ -54,12 +54,12 @@ impl NodeId {
         if id.is_empty() || id.len() > NODE_ID_LEN_MAX || !valid_chars || id.starts_with('.') {
             return Err(InvalidNodeId(id));
         }
-        Ok(Self::from_wire(&id))
+        Ok(Self::from_str_unchecked(&id))
     }
 
     /// Wraps `id` without checking the rules (for ids decoded from the wire,
     /// which were never validated here either).
-    pub(crate) fn from_wire(id: &str) -> Self {
+    pub(crate) fn from_str_unchecked(id: &str) -> Self {
         if id.len() <= NODE_ID_INLINE_LEN && !id.as_bytes().contains(&0) {
             let mut bytes = [0; NODE_ID_INLINE_LEN];
             bytes[..id.len()].copy_from_slice(id.as_bytes());
@@ -160,7 +160,7 @@ impl<'de> Deserialize<'de> for NodeId {
                 f.write_str("a node id string")
             }
             fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<NodeId, E> {
-                Ok(NodeId::from_wire(id))
+                Ok(NodeId::from_str_unchecked(id))
             }
         }
         deserializer.deserialize_str(Visitor)
@@ -406,7 +406,7 @@ mod tests {
             "seventeen-bytes-y",
             &"x".repeat(64),
         ];
-        let wrap = |id: &str| NodeId::from_wire(id);
+        let wrap = |id: &str| NodeId::from_str_unchecked(id);
         for a in ids {
             assert_eq!(wrap(a).as_str(), a);
             let bytes = rmp_serde::to_vec(&wrap(a)).unwrap();

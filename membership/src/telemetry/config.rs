@@ -69,8 +69,9 @@ pub struct TelemetryConfig {
 
     /// Byte budget of the records and tombstones in one anti-entropy batch.
     /// What does not fit follows in later rounds (each round starts after
-    /// the last node the previous one reached, so none starves). Default 256 KiB; `record_bytes_max..=`
-    /// [`ANTI_ENTROPY_BYTES_LIMIT`] (so any single record fits).
+    /// the last node the previous one reached, so none starves). Default
+    /// 256 KiB; `record_bytes_max..=`[`ANTI_ENTROPY_BYTES_LIMIT`] (so any
+    /// single record fits).
     pub anti_entropy_bytes_max: usize,
 
     /// Most records in one anti-entropy batch, and most records one asks

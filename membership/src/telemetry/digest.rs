@@ -41,7 +41,7 @@ impl<'a> DigestEntry<'a> {
     /// The node, read as a node id is read from the wire (its bytes were
     /// checked to be UTF-8 when the digest was parsed).
     pub fn node_id(&self) -> NodeId {
-        NodeId::from_wire(std::str::from_utf8(self.node_id).expect("checked when parsed"))
+        NodeId::from_str_unchecked(std::str::from_utf8(self.node_id).expect("checked when parsed"))
     }
 
     /// Orders this entry's node against `node_id` (node ids order as their
