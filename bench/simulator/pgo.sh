@@ -24,7 +24,7 @@ out=${out:-$PWD/target/pgo/shoal-sim}
 work=$PWD/target/pgo-work
 # A stale profile would be reused silently: start from nothing.
 rm -rf "$work"
-mkdir -p "$work/profiles" "$(dirname "$out")"
+mkdir -p "$work/profiles" "$work/runs" "$(dirname "$out")"
 unset CARGO_ENCODED_RUSTFLAGS
 
 rustup component add llvm-tools >/dev/null
@@ -50,7 +50,6 @@ train() { # SCENARIO [options...]
   "$sim" run "simulator/scenarios/$scenario.toml" "$@" --out "$work/runs/$scenario" \
     > "$work/runs/$scenario.log" 2>&1 || { cat "$work/runs/$scenario.log"; exit 1; }
 }
-mkdir -p "$work/runs"
 train steady_1000 --nodes 700 --duration 150s
 train churn_1000 --nodes 200
 train zone_failure
